@@ -1,0 +1,87 @@
+"""Configuration as frozen dataclasses with defaults, overridden explicitly.
+
+Paths and URIs come from environment variables; defaults keep everything under the repository's
+git-ignored ``.data/`` folder. Nothing here touches the disk at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser().resolve() if value else default
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the pipeline reads and writes. Every field has an ``IEP_*`` environment variable."""
+
+    data_dir: Path
+    warehouse: Path
+    export_dir: Path
+    artifact_dir: Path
+    landing_dir: Path
+    dbt_project_dir: Path
+    tracking_uri: str
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Paths:
+        data_dir = _env_path("IEP_DATA_DIR", REPO_ROOT / ".data")
+        paths = cls(
+            data_dir=data_dir,
+            warehouse=_env_path("IEP_WAREHOUSE", data_dir / "warehouse.duckdb"),
+            export_dir=_env_path("IEP_EXPORT_DIR", data_dir / "exports"),
+            artifact_dir=_env_path("IEP_ARTIFACT_DIR", data_dir / "artifacts"),
+            landing_dir=_env_path("IEP_LANDING_DIR", data_dir / "landing"),
+            dbt_project_dir=_env_path("IEP_DBT_PROJECT_DIR", REPO_ROOT / "dbt_project"),
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}",
+        )
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        for key, value in overrides.items():
+            if key != "tracking_uri":
+                overrides[key] = Path(value).expanduser().resolve()
+        return replace(paths, **overrides)
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return Path(os.environ.get("IEP_MLFLOW_ARTIFACT_ROOT", self.data_dir / "mlflow" / "artifacts"))
+
+
+@dataclass(frozen=True)
+class WarehouseConfig:
+    """dbt vars that shape the ML tables (passed to ``dbt build --vars``)."""
+
+    horizon_hours: int = 48
+    cutoff_step_hours: int = 12
+    sequence_length: int = 50
+    session_gap_minutes: int = 30
+
+    def dbt_vars(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of the LSTM -> PCA -> predictor model."""
+
+    seed: int = 42
+    embedding_dim: int = 32
+    lstm_units: tuple[int, ...] = (64, 64)
+    dropout: float = 0.1
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    early_stopping_patience: int = 2
+    pca_variance: float = 0.95
+    predictor: str = "logistic"
+    top_k_candidates: int = 50
+    half_life_hours: float = 72.0
+    extra: dict[str, Any] = field(default_factory=dict)
