@@ -64,6 +64,17 @@ class WarehouseConfig:
     sequence_length: int = 50
     session_gap_minutes: int = 30
 
+    @classmethod
+    def from_env(cls) -> WarehouseConfig:
+        """Defaults, overridden by ``IEP_HORIZON_HOURS``, ``IEP_CUTOFF_STEP_HOURS``, ``IEP_SEQUENCE_LENGTH``,
+        ``IEP_SESSION_GAP_MINUTES``."""
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"IEP_{f.name.upper()}")
+            if raw:
+                values[f.name] = int(raw)
+        return cls(**values)
+
     def dbt_vars(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

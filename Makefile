@@ -1,0 +1,68 @@
+# The README's commands. `make` alone lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
+
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+export TF_CPP_MIN_LOG_LEVEL := 2
+export IEP_DATA_DIR ?= $(CURDIR)/.data
+
+.PHONY: help install lock run update test test-fast lint bench airflow mlflow dbt-docs clean
+
+help: ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt
+	$(BIN)/pip check
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## create .venv from requirements.txt when it is missing or stale
+
+lock: ## regenerate requirements.txt from requirements.in (network)
+	rm -rf /tmp/iep-lock && $(PYTHON) -m venv /tmp/iep-lock
+	/tmp/iep-lock/bin/pip install --quiet -r requirements.in
+	{ echo "# Full lock of requirements.in (every package pinned). Regenerate with: make lock"; \
+	  echo "# Python 3.11, Linux x86_64."; /tmp/iep-lock/bin/pip freeze; } > requirements.txt
+
+run: install ## generate synthetic data and run the whole pipeline through the Airflow DAGs
+	$(BIN)/python -m ml_tasks run-pipeline
+
+update: install ## run the periodic update DAG once (after make run)
+	$(BIN)/python -m ml_tasks run-pipeline --dags update_interest_model
+
+test: install ## set up and run every test (unit, dbt, Airflow dag.test, end to end)
+	$(BIN)/python -m pytest
+
+test-fast: install ## the tests that need no engine start-up (no slow/e2e markers)
+	$(BIN)/python -m pytest -m "not slow and not e2e"
+
+lint: install ## ruff on the Python code
+	$(BIN)/ruff check ml_tasks dags tests bench
+
+bench: install ## benchmarks; JSON results in bench/results/
+	$(BIN)/python bench/bench_warehouse.py
+	$(BIN)/python bench/bench_model.py
+
+airflow: install ## the Airflow UI on http://127.0.0.1:8080 (Ctrl-C stops it)
+	$(BIN)/python -m ml_tasks.ops airflow
+
+mlflow: install ## the MLflow UI on http://127.0.0.1:5000 over the pipeline's store
+	$(BIN)/python -m ml_tasks.ops mlflow
+
+dbt-docs: install ## generate and serve the dbt docs on http://127.0.0.1:8081
+	$(BIN)/dbt docs generate --project-dir dbt_project --profiles-dir dbt_project
+	$(BIN)/dbt docs serve --project-dir dbt_project --profiles-dir dbt_project --host 127.0.0.1 --port 8081
+
+clean: ## remove generated state (.data, .airflow); keeps .venv
+	rm -rf .data .airflow dbt_project/target dbt_project/logs

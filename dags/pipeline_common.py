@@ -1,0 +1,40 @@
+"""Shared wiring for the project's DAGs: assets, pool, default args, per-run paths.
+
+Light on purpose: this module is imported at every DAG parse, so it imports only the standard
+library, ``airflow.sdk`` and ``ml_tasks.config`` (itself stdlib-only).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from airflow.sdk import Asset
+
+#: raw behaviour rows landed in the warehouse (``raw.events``)
+RAW_EVENTS = Asset(name="raw_events", uri="duckdb://warehouse/raw/events", group="warehouse")
+#: the ML tables exported as Parquet after a successful ``dbt build``
+ML_SEQUENCES = Asset(name="ml_sequences", uri="file://exports/ml_sequences", group="warehouse")
+#: scores, trajectories and shift flags written back to the warehouse
+INTEREST_SCORES = Asset(name="user_interest_scores", uri="duckdb://warehouse/main/user_interest_scores",
+                        group="serving")
+
+#: every task that writes the DuckDB warehouse runs in this pool; it has one slot (single writer)
+WAREHOUSE_POOL = "warehouse_writer"
+
+START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+DEFAULT_ARGS = {
+    "owner": "interest-pipeline",
+    "retries": 1,
+    "retry_delay": timedelta(seconds=30),
+}
+
+
+def run_dir(dag_id: str, run_id: str) -> Path:
+    """Artifact folder of one DAG run: tasks exchange files here, XCom carries only paths."""
+    from ml_tasks.config import Paths
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
+    return Paths.from_env().artifact_dir / dag_id / safe
