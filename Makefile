@@ -33,13 +33,13 @@ lock: ## regenerate requirements.txt from requirements.in (network)
 	rm -rf /tmp/iep-lock && $(PYTHON) -m venv /tmp/iep-lock
 	/tmp/iep-lock/bin/pip install --quiet -r requirements.in
 	{ echo "# Full lock of requirements.in (every package pinned). Regenerate with: make lock"; \
-	  echo "# Python 3.11, Linux x86_64."; /tmp/iep-lock/bin/pip freeze; } > requirements.txt
+	  echo "# Python 3.11, Linux x86_64."; /tmp/iep-lock/bin/pip freeze --all | grep -v "^pip=="; } > requirements.txt
 
 run: install ## generate synthetic data and run the whole pipeline through the Airflow DAGs
-	$(BIN)/python -m ml_tasks run-pipeline
+	$(BIN)/python scripts/pipeline.py
 
 update: install ## run the periodic update DAG once (after make run)
-	$(BIN)/python -m ml_tasks run-pipeline --dags update_interest_model
+	$(BIN)/python scripts/pipeline.py --dags update_interest_model
 
 test: install ## set up and run every test (unit, dbt, Airflow dag.test, end to end)
 	$(BIN)/python -m pytest
@@ -48,17 +48,17 @@ test-fast: install ## the tests that need no engine start-up (no slow/e2e marker
 	$(BIN)/python -m pytest -m "not slow and not e2e"
 
 lint: install ## ruff on the Python code
-	$(BIN)/ruff check ml_tasks dags tests bench
+	$(BIN)/ruff check ml_tasks dags tests bench scripts
 
 bench: install ## benchmarks; JSON results in bench/results/
 	$(BIN)/python bench/bench_warehouse.py
 	$(BIN)/python bench/bench_model.py
 
 airflow: install ## the Airflow UI on http://127.0.0.1:8080 (Ctrl-C stops it)
-	$(BIN)/python -m ml_tasks.ops airflow
+	$(BIN)/python scripts/servers.py airflow
 
 mlflow: install ## the MLflow UI on http://127.0.0.1:5000 over the pipeline's store
-	$(BIN)/python -m ml_tasks.ops mlflow
+	$(BIN)/python scripts/servers.py mlflow
 
 dbt-docs: install ## generate and serve the dbt docs on http://127.0.0.1:8081
 	$(BIN)/dbt docs generate --project-dir dbt_project --profiles-dir dbt_project

@@ -1,0 +1,304 @@
+"""Everything that talks to MLflow: runs, metrics, plots, models, the registry and its aliases.
+
+The only module of the package that imports ``mlflow`` (inside functions, so importing this module
+is cheap). MLflow 3 conventions: ``log_model(name=...)``, registry aliases (``champion``,
+``challenger``) instead of stages, signatures on every logged model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ml_tasks.config import REPO_ROOT, Paths
+from ml_tasks.features import (
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
+    EXPERIMENT_NAME,
+    REGISTERED_MODEL_NAME,
+)
+
+
+def configure(paths: Paths, experiment: str = EXPERIMENT_NAME) -> str:
+    """Point MLflow at the project's store and make sure the experiment exists; returns its id."""
+    import mlflow
+
+    if paths.tracking_uri.startswith("sqlite:///"):
+        Path(paths.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(paths.tracking_uri)
+    mlflow.set_registry_uri(paths.tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        experiment_id = found.experiment_id
+    else:
+        artifact_root = paths.mlflow_artifact_root
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        try:
+            experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+        except Exception:  # created concurrently by another task
+            experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def git_commit() -> str:
+    """The repository's commit (with ``-dirty`` for local changes), or ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit + ("-dirty" if dirty else "")) or "unknown"
+
+
+def start_parent_run(paths: Paths, run_name: str, tags: Mapping[str, str] | None = None,
+                     params: Mapping[str, Any] | None = None) -> str:
+    """Create the parent run of one pipeline execution (one DAG run); returns its id."""
+    import mlflow
+
+    configure(paths)
+    all_tags = {"git_commit": git_commit(), **(tags or {})}
+    with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
+        if params:
+            mlflow.log_params(_flat(params))
+        return run.info.run_id
+
+
+@contextmanager
+def step_run(paths: Paths, parent_run_id: str | None, step: str,
+             tags: Mapping[str, str] | None = None) -> Iterator[Any]:
+    """A nested run for one pipeline step under ``parent_run_id`` (works across processes)."""
+    import mlflow
+
+    configure(paths)
+    all_tags = {"step": step, "git_commit": git_commit(), **(tags or {})}
+    with mlflow.start_run(run_name=step, parent_run_id=parent_run_id, nested=parent_run_id is not None,
+                          tags=all_tags) as run:
+        yield run
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params(_flat(params))
+
+
+def log_metrics(metrics: Mapping[str, Any], step: int | None = None, prefix: str = "") -> None:
+    """Log the numeric entries of ``metrics`` (nested dicts are flattened with ``.``)."""
+    import mlflow
+
+    flat = {prefix + k: float(v) for k, v in _flat(metrics).items() if _is_number(v)}
+    if flat:
+        mlflow.log_metrics({_metric_key(k): v for k, v in flat.items()}, step=step)
+
+
+def log_history(history: Mapping[str, list[float]]) -> None:
+    """Per-epoch training curves: one metric per key, the epoch as step."""
+    import mlflow
+
+    for key, values in history.items():
+        for epoch, value in enumerate(values):
+            mlflow.log_metric(_metric_key(key), float(value), step=epoch)
+
+
+def log_figure(figure: Any, name: str) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_figure(figure, f"plots/{name}")
+    plt.close(figure)
+
+
+def log_dict(data: Mapping[str, Any], name: str) -> None:
+    import mlflow
+
+    mlflow.log_dict(dict(data), name)
+
+
+def log_artifacts(path: Path, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    if path.is_dir():
+        mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+    elif path.exists():
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_dataset(frame: Any, name: str, source: str, context: str = "training") -> None:
+    """Dataset lineage: table name, rows, content digest (``mlflow.data``)."""
+    import mlflow
+
+    dataset = mlflow.data.from_pandas(frame, source=source, name=name)
+    mlflow.log_input(dataset, context=context)
+
+
+def log_baseline_runs(paths: Paths, parent_run_id: str | None, report: Mapping[str, Any]) -> dict[str, str]:
+    """One run per evaluated method with the same metric names, so the UI compares them side by side."""
+    import mlflow
+
+    run_ids: dict[str, str] = {}
+    protocol = report.get("protocol", {})
+    for method, metrics in report.get("results", {}).items():
+        with step_run(paths, parent_run_id, f"eval:{method}", tags={"method": method,
+                                                                  "dataset": str(report.get("dataset"))}):
+            log_params({"method": method, **{f"protocol.{k}": v for k, v in protocol.items()}})
+            log_metrics(metrics)
+            run_ids[method] = mlflow.active_run().info.run_id
+    return run_ids
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+
+def log_interest_model(model_dir: Path, signature_example: Any, output_example: Any,
+                       metrics: Mapping[str, float] | None = None, register: bool = True) -> dict[str, Any]:
+    """Log the whole scoring model (LSTM, PCA, predictor, vocabularies) as one pyfunc model.
+
+    Must be called inside an active run. Returns ``{"model_uri", "version"}``; the version is
+    ``None`` when ``register`` is false.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from ml_tasks.serving import InterestModelPyfunc
+
+    signature = infer_signature(signature_example, output_example)
+    info = mlflow.pyfunc.log_model(
+        name="user_interest_model",
+        python_model=InterestModelPyfunc(),
+        artifacts={"model_dir": str(model_dir)},
+        code_paths=[str(Path(__file__).resolve().parent)],
+        signature=signature,
+        input_example=signature_example.head(5),
+        pip_requirements=_model_requirements(),
+        registered_model_name=REGISTERED_MODEL_NAME if register else None,
+        metadata={"metrics": dict(metrics or {})},
+    )
+    version = info.registered_model_version
+    return {"model_uri": info.model_uri, "version": int(version) if version is not None else None}
+
+
+def _model_requirements() -> list[str]:
+    wanted = {"tensorflow-cpu", "keras", "scikit-learn", "pandas", "numpy", "pyarrow", "joblib", "mlflow"}
+    pins = []
+    lock = REPO_ROOT / "requirements.txt"
+    if lock.exists():
+        for line in lock.read_text().splitlines():
+            name = line.split("==")[0].strip().lower().replace("_", "-")
+            if name in wanted:
+                pins.append(line.strip())
+    return pins or sorted(wanted)
+
+
+def client(paths: Paths) -> Any:
+    from mlflow import MlflowClient
+
+    configure(paths)
+    return MlflowClient(tracking_uri=paths.tracking_uri, registry_uri=paths.tracking_uri)
+
+
+def alias_version(paths: Paths, alias: str = CHAMPION_ALIAS) -> int | None:
+    """The model version an alias points at, or ``None``."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client(paths).get_model_version_by_alias(REGISTERED_MODEL_NAME, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_alias(paths: Paths, alias: str, version: int) -> None:
+    client(paths).set_registered_model_alias(REGISTERED_MODEL_NAME, alias, str(version))
+
+
+def delete_alias(paths: Paths, alias: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client(paths).delete_registered_model_alias(REGISTERED_MODEL_NAME, alias)
+    except MlflowException:
+        pass
+
+
+def set_version_tags(paths: Paths, version: int, tags: Mapping[str, Any]) -> None:
+    c = client(paths)
+    for key, value in tags.items():
+        c.set_model_version_tag(REGISTERED_MODEL_NAME, str(version), key,
+                                value if isinstance(value, str) else json.dumps(value))
+
+
+def version_info(paths: Paths, version: int) -> dict[str, Any]:
+    """Tags, source run and that run's metrics of a registered version."""
+    c = client(paths)
+    mv = c.get_model_version(REGISTERED_MODEL_NAME, str(version))
+    metrics = c.get_run(mv.run_id).data.metrics if mv.run_id else {}
+    return {"version": int(mv.version), "run_id": mv.run_id, "tags": dict(mv.tags),
+            "aliases": list(getattr(mv, "aliases", []) or []), "metrics": dict(metrics),
+            "source": mv.source, "created_ms": mv.creation_timestamp}
+
+
+def model_uri(version: int | None = None, alias: str | None = CHAMPION_ALIAS) -> str:
+    if version is not None:
+        return f"models:/{REGISTERED_MODEL_NAME}/{version}"
+    return f"models:/{REGISTERED_MODEL_NAME}@{alias}"
+
+
+def download_model_dir(paths: Paths, version: int, dst: Path) -> Path:
+    """Download a registered version's model folder (the files ``model.load`` reads) to ``dst``."""
+    import mlflow
+
+    configure(paths)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{model_uri(version)}/artifacts/model_dir", dst_path=str(dst)
+    )
+    return Path(local)
+
+
+def latest_runs(paths: Paths, filter_string: str = "", max_results: int = 20) -> Any:
+    import mlflow
+
+    configure(paths)
+    return mlflow.search_runs(filter_string=filter_string, max_results=max_results,
+                              order_by=["start_time DESC"])
+
+
+CHAMPION = CHAMPION_ALIAS
+CHALLENGER = CHALLENGER_ALIAS
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool | str)
+
+
+def _metric_key(key: str) -> str:
+    # MLflow accepts letters, digits, _ - . space / and @ is not among them: ndcg@10 -> ndcg_at_10
+    return key.replace("@", "_at_")
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{name}."))
+        elif isinstance(value, list | tuple):
+            out[name] = json.dumps(list(value))[:500]
+        else:
+            out[name] = value
+    return out
