@@ -1,0 +1,47 @@
+"""Shared test setup.
+
+Airflow reads its configuration when first imported, so its home, DAG folder and metadata DB are
+pointed at a throw-away folder here, before any test imports it. Every test that runs the pipeline
+gets its own data folder and MLflow store through ``pipeline_paths``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="iep-test-airflow-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture
+def pipeline_paths(tmp_path, monkeypatch):
+    """``Paths`` of a fresh, empty pipeline workspace (warehouse, exports, MLflow store) in tmp_path."""
+    from ml_tasks.config import Paths
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("IEP_DATA_DIR", str(data))
+    for name in ("IEP_WAREHOUSE", "IEP_EXPORT_DIR", "IEP_ARTIFACT_DIR", "IEP_LANDING_DIR",
+                 "IEP_MLFLOW_ARTIFACT_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow' / 'mlflow.db'}")
+    return Paths.from_env()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data sets of ``../shared/data`` (Taobao sample, MovieLens latest-small)."""
+    if not (SHARED_DATA / "taobao_userbehavior" / "UserBehavior_sample.csv").exists():
+        pytest.fail(f"shared data not found at {SHARED_DATA}; the repository expects ../shared/data beside it")
+    return SHARED_DATA
