@@ -1,0 +1,101 @@
+"""
+### train_interest_model
+
+Full retrain of the user-interest model from the warehouse's ML tables (Parquet exports), logged to
+MLflow (experiment `user_interest`) as one parent run with a nested run per step:
+
+1. **start_training** — checks the exports, records dataset lineage, config and git commit.
+2. **train_sequence_model** — stacked LSTMs (Keras 3) over each user's last events before every
+   cutoff, trained on the training cutoffs with early stopping on the validation cutoff.
+3. **extract_interest_features** — the last LSTM layer's hidden state for every (user, cutoff):
+   the user's interest embedding over time.
+4. **fit_pca** — PCA on training embeddings only; components by explained variance (plot logged).
+5. **fit_predictor** — logistic regression on (user, category) pairs: PCA interest features ×
+   category representation, plus recency/frequency features.
+6. **evaluate** — the protocol of `EVALUATION.md` on the test cutoff: the model, the ablation
+   without LSTM features and the five baselines, each logged as a run with the same metric names.
+7. **register_model** — logs one pyfunc model (`user_interest_model`) and applies the
+   champion/challenger gate: the new version becomes `champion` only when it beats the current
+   champion by the promotion margin on the same window; otherwise it is tagged `challenger`.
+8. **score_users** — scores active users with the champion and writes `user_interest_scores`,
+   `user_interest_trajectory` and `user_interest_shifts` to the warehouse (single-writer pool).
+
+Runs weekly (Sunday 02:00 UTC) and on demand. Trigger with params to change seeds, epochs or the
+promotion margin. Daily updates are `update_interest_model`.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+from pipeline_common import DEFAULT_ARGS, INTEREST_SCORES, START_DATE, WAREHOUSE_POOL, run_dir
+
+MODEL_PARAMS = {
+    "seed": Param(42, type="integer", minimum=0, description="Random seed (Keras, NumPy, scikit-learn)."),
+    "epochs": Param(10, type="integer", minimum=1, maximum=200,
+                    description="Maximum LSTM epochs (early stopping on the validation cutoff)."),
+    "promotion_margin": Param(0.0, type="number", minimum=0, maximum=1,
+                              description="Relative NDCG@10 gain over the champion needed to promote."),
+}
+
+
+def _step(name: str, **kwargs):
+    """Run one ml_tasks step for this DAG run (imports happen here, at run time)."""
+    from ml_tasks import steps
+    from ml_tasks.config import Paths
+
+    ctx = get_current_context()
+    folder = run_dir(ctx["dag"].dag_id, ctx["run_id"])
+    return getattr(steps, name)(Paths.from_env(), folder, **kwargs)
+
+
+@dag(
+    dag_id="train_interest_model",
+    schedule=CronTriggerTimetable("0 2 * * 0", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+    tags=["ml", "train", "mlflow"],
+    params=MODEL_PARAMS,
+)
+def train_interest_model():
+    @task
+    def start_training(params=None) -> dict:
+        return _step("start_training", kind="full_retrain",
+                     overrides={"seed": params["seed"], "epochs": params["epochs"]})
+
+    @task
+    def train_sequence_model(_: dict) -> dict:
+        return _step("train_sequence_model")
+
+    @task
+    def extract_interest_features(_: dict) -> dict:
+        return _step("extract_interest_features")
+
+    @task
+    def fit_pca(_: dict) -> dict:
+        return _step("fit_pca")
+
+    @task
+    def fit_predictor(_: dict) -> dict:
+        return _step("fit_predictor")
+
+    @task
+    def evaluate(_: dict) -> dict:
+        return _step("evaluate")
+
+    @task
+    def register_model(_: dict, params=None) -> dict:
+        return _step("register_model", margin=params["promotion_margin"])
+
+    @task(pool=WAREHOUSE_POOL, outlets=[INTEREST_SCORES])
+    def score_users(_: dict) -> dict:
+        return _step("score_run")
+
+    started = start_training()
+    score_users(register_model(evaluate(fit_predictor(fit_pca(extract_interest_features(
+        train_sequence_model(started)))))))
+
+
+train_interest_model()
