@@ -1,0 +1,155 @@
+"""Full-ranking metrics of ``shared/docs/EVALUATION.md``: NDCG@10, recall@10, MRR, repeat/explore splits.
+
+Pure numpy; no side effects at import.
+
+A model's output for one cutoff is a score matrix ``scores[n_users, n_candidates]`` over the
+candidate categories (every category seen before the cutoff). Rankings sort by score (descending),
+then by a global tie-break order (``tie_break_rank``: 0 = first; built by :func:`tie_break_rank`
+from global popularity, then category index), so every model ranks deterministically and a model
+that cannot score a category falls back to popularity order.
+
+Relevance is binary: ``relevant[u]`` holds the distinct categories the user touched in the label
+window, *including* categories that are not candidates (never seen before the cutoff): they cannot
+be ranked but they count in ``|R(u)|``.
+
+Public API::
+
+    tie_break_rank(candidates, popularity) -> ndarray[int]
+    rank_order(scores, tie_break) -> ndarray[int]            # candidate positions, best first
+    per_user_metrics(scores, candidates, relevant, tie_break, k=10) -> dict[str, ndarray]
+    ranking_metrics(scores, candidates, relevant, tie_break, history=None, k=10) -> dict[str, float]
+    ndcg_at_k(ranked, relevant, k=10) / recall_at_k(...) / reciprocal_rank(...)   # one user, lists
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+K = 10
+
+
+# --- one user, plain lists (reference implementation, used by tests) ---------------------------
+def ndcg_at_k(ranked: Sequence[int], relevant: Sequence[int] | set[int], k: int = K) -> float:
+    """Binary-gain NDCG@k; the ideal DCG counts ``min(k, |relevant|)`` hits."""
+    rel = set(relevant)
+    if not rel:
+        return 0.0
+    dcg = sum(1.0 / np.log2(i + 2) for i, c in enumerate(list(ranked)[:k]) if c in rel)
+    idcg = sum(1.0 / np.log2(i + 2) for i in range(min(k, len(rel))))
+    return float(dcg / idcg)
+
+
+def recall_at_k(ranked: Sequence[int], relevant: Sequence[int] | set[int], k: int = K) -> float:
+    rel = set(relevant)
+    if not rel:
+        return 0.0
+    return len(rel.intersection(list(ranked)[:k])) / len(rel)
+
+
+def reciprocal_rank(ranked: Sequence[int], relevant: Sequence[int] | set[int]) -> float:
+    rel = set(relevant)
+    for i, c in enumerate(ranked):
+        if c in rel:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+# --- matrices ------------------------------------------------------------------------------------
+def tie_break_rank(candidates: np.ndarray, popularity: np.ndarray) -> np.ndarray:
+    """Position of each candidate in the global tie-break order: popularity desc, then category asc."""
+    candidates = np.asarray(candidates)
+    order = np.lexsort((candidates, -np.asarray(popularity, dtype=float)))
+    rank = np.empty(len(candidates), dtype=np.int64)
+    rank[order] = np.arange(len(candidates))
+    return rank
+
+
+def rank_order(scores: np.ndarray, tie_break: np.ndarray) -> np.ndarray:
+    """Candidate positions per user, best first: score descending, then ``tie_break`` ascending."""
+    scores = np.atleast_2d(np.asarray(scores, dtype=float))
+    tb = np.broadcast_to(np.asarray(tie_break), scores.shape)
+    # NaN scores rank last
+    key = np.where(np.isnan(scores), np.inf, -scores)
+    return np.lexsort((tb, key), axis=-1)
+
+
+def _relevance_matrix(
+    candidates: np.ndarray, relevant: Sequence[np.ndarray | Sequence[int]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean ``[n_users, n_candidates]`` relevance and ``|R(u)|`` (never-seen categories included)."""
+    candidates = np.asarray(candidates)
+    pos = {int(c): i for i, c in enumerate(candidates)}
+    rel = np.zeros((len(relevant), len(candidates)), dtype=bool)
+    n_rel = np.zeros(len(relevant), dtype=np.int64)
+    for u, r in enumerate(relevant):
+        r = {int(c) for c in r}
+        n_rel[u] = len(r)
+        idx = [pos[c] for c in r if c in pos]
+        rel[u, idx] = True
+    return rel, n_rel
+
+
+def per_user_metrics(
+    scores: np.ndarray,
+    candidates: np.ndarray,
+    relevant: Sequence[np.ndarray | Sequence[int]],
+    tie_break: np.ndarray,
+    k: int = K,
+) -> dict[str, np.ndarray]:
+    """``ndcg@k``, ``recall@k``, ``mrr`` per user (users with empty ``relevant`` get NaN)."""
+    order = rank_order(scores, tie_break)
+    rel, n_rel = _relevance_matrix(candidates, relevant)
+    hits = np.take_along_axis(rel, order, axis=1)
+    top = hits[:, :k]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (top * discounts).sum(axis=1)
+    ideal = np.cumsum(discounts)
+    idcg = np.where(n_rel > 0, ideal[np.clip(np.minimum(n_rel, k) - 1, 0, k - 1)], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ndcg = dcg / idcg
+        recall = np.where(n_rel > 0, top.sum(axis=1) / n_rel, np.nan)
+    any_hit = hits.any(axis=1)
+    first = np.argmax(hits, axis=1)
+    mrr = np.where(any_hit, 1.0 / (first + 1), 0.0)
+    mrr = np.where(n_rel > 0, mrr, np.nan)
+    return {f"ndcg@{k}": ndcg, f"recall@{k}": recall, "mrr": mrr}
+
+
+def ranking_metrics(
+    scores: np.ndarray,
+    candidates: np.ndarray,
+    relevant: Sequence[np.ndarray | Sequence[int]],
+    tie_break: np.ndarray,
+    history: Sequence[np.ndarray | Sequence[int]] | None = None,
+    k: int = K,
+) -> dict[str, float]:
+    """Mean metrics over users with a non-empty relevant set.
+
+    With ``history`` (categories each user touched before the cutoff), also the *repeat* metrics
+    (relevant set restricted to history categories; users with at least one) and the *explore*
+    metrics (relevant set restricted to new categories; users with at least one), suffixed
+    ``_repeat`` / ``_explore``, and their user counts ``n_users_repeat`` / ``n_users_explore``.
+    """
+    out: dict[str, float] = {}
+    per = per_user_metrics(scores, candidates, relevant, tie_break, k)
+    n = int(np.sum([len(r) > 0 for r in relevant]))
+    for name, vals in per.items():
+        out[name] = float(np.nanmean(vals)) if n else float("nan")
+    out["n_users"] = n
+    if history is not None:
+        hist_sets = [{int(c) for c in h} for h in history]
+        pairs = list(zip(relevant, hist_sets, strict=True))
+        repeat = [np.array([c for c in r if int(c) in h], dtype=np.int64) for r, h in pairs]
+        explore = [np.array([c for c in r if int(c) not in h], dtype=np.int64) for r, h in pairs]
+        for suffix, rel in (("repeat", repeat), ("explore", explore)):
+            keep = np.array([len(r) > 0 for r in rel])
+            out[f"n_users_{suffix}"] = int(keep.sum())
+            if not keep.any():
+                continue
+            kept = [r for r, kk in zip(rel, keep, strict=True) if kk]
+            sub = per_user_metrics(np.atleast_2d(np.asarray(scores))[keep], candidates, kept, tie_break, k)
+            for name, vals in sub.items():
+                out[f"{name}_{suffix}"] = float(np.nanmean(vals))
+    return out
