@@ -2,6 +2,8 @@
 
     python scripts/servers.py airflow [--port 8080] [--no-triggerer]
     python scripts/servers.py mlflow  [--port 5000]
+    python scripts/servers.py provision          # what airflow-init runs in the compose stack
+    python scripts/servers.py compose-env        # .env with generated secrets for docker compose
 
 ``airflow`` migrates the metadata DB (SQLite under ``AIRFLOW_HOME``, default ``<repo>/.airflow``),
 provisions the pools, variables and connections declared below, writes the DAG folder's dbt manifest
@@ -105,6 +107,12 @@ def airflow_env(host: str = HOST, port: int = AIRFLOW_PORT, base: dict[str, str]
     return env
 
 
+def tool(name: str) -> str:
+    """A console script of this environment: beside the interpreter, else on PATH (the Airflow image)."""
+    beside = BIN / name
+    return str(beside) if beside.exists() else (shutil.which(name) or str(beside))
+
+
 def _username(env: dict[str, str]) -> str:
     return env.get("IEP_AIRFLOW_USER") or "admin"
 
@@ -122,15 +130,19 @@ def mlflow_store(env: dict[str, str] | None = None) -> tuple[str, Path]:
 
 
 def ensure_password(env: dict[str, str]) -> tuple[str, str, Path]:
-    """The admin login of the simple auth manager, generated once and kept (mode 600) under AIRFLOW_HOME."""
+    """The admin login of the simple auth manager, kept (mode 600) under AIRFLOW_HOME.
+
+    ``AIRFLOW_ADMIN_PASSWORD`` sets it (the compose stack does); otherwise it is generated once.
+    """
     path = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
     user = _username(env)
     path.parent.mkdir(parents=True, exist_ok=True)
     passwords: dict[str, str] = {}
     if path.exists() and path.read_text().strip():
         passwords = json.loads(path.read_text())
-    if not passwords.get(user):
-        passwords[user] = secrets.token_urlsafe(15)
+    wanted = env.get("AIRFLOW_ADMIN_PASSWORD") or passwords.get(user) or secrets.token_urlsafe(15)
+    if passwords.get(user) != wanted:
+        passwords[user] = wanted
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps(passwords) + "\n")
@@ -359,7 +371,7 @@ def dbt_manifest_stale(project: Path) -> bool:
 
 
 def _provision(env: dict[str, str], log: Path) -> None:
-    airflow = str(BIN / "airflow")
+    airflow = tool("airflow")
     _run_logged([airflow, "db", "migrate"], env, log, "airflow db migrate")
     with tempfile.TemporaryDirectory(prefix="iep-provision-") as tmp:
         if POOLS:
@@ -379,10 +391,74 @@ def _provision(env: dict[str, str], log: Path) -> None:
     project = Path(env.get("IEP_DBT_PROJECT_DIR") or REPO / "dbt_project")
     if dbt_manifest_stale(project):
         try:
-            _run_logged([str(BIN / "dbt"), "parse", "--quiet", "--project-dir", str(project),
+            _run_logged([tool("dbt"), "parse", "--quiet", "--project-dir", str(project),
                          "--profiles-dir", str(project)], env, log, "dbt parse (manifest for Cosmos)")
         except RuntimeError as exc:  # the DAG processor then falls back to `dbt ls`; say so, go on
             print(f"  warning: {exc.args[0].splitlines()[0]}", flush=True)
+
+
+def provision_only() -> int:
+    """``servers.py provision``: DB migration, pools/variables/connections and the admin login, no servers.
+
+    The compose stack's ``airflow-init`` runs this, so both deployments provision the same things.
+    """
+    env = airflow_env(env_host(), int(os.environ.get("AIRFLOW__API__PORT") or AIRFLOW_PORT))
+    home = Path(env["AIRFLOW_HOME"])
+    log = home / "logs" / "servers" / "setup.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        user, _, password_file = ensure_password(env)
+        _provision(env, log)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"provisioned; login '{user}' (password in {password_file})")
+    return 0
+
+
+def env_host() -> str:
+    return os.environ.get("AIRFLOW__API__HOST") or HOST
+
+
+# --- compose ----------------------------------------------------------------------------------------
+
+#: variables of .env.example that hold secrets; ``compose-env`` generates a value for each empty one
+COMPOSE_SECRETS = ("AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "REDIS_PASSWORD",
+                   "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY")
+
+
+def compose_env_text(template: str, uid: int | None = None) -> str:
+    """``.env.example`` with every empty secret filled with a fresh random value (and AIRFLOW_UID set)."""
+    import base64
+
+    out = []
+    for line in template.splitlines():
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if sep and not line.lstrip().startswith("#"):
+            if key in COMPOSE_SECRETS and not value.strip():
+                if key == "AIRFLOW_FERNET_KEY":  # what cryptography's Fernet.generate_key() returns
+                    value = base64.urlsafe_b64encode(os.urandom(32)).decode()
+                else:  # URL-safe: the passwords go into connection URLs unquoted
+                    value = secrets.token_urlsafe(24)
+            elif key == "AIRFLOW_UID" and uid:  # not 0: containers should not run as root
+                value = str(uid)
+            line = f"{key}={value}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def write_compose_env(output: Path, force: bool = False) -> int:
+    if output.exists() and not force:
+        print(f"error: {output} exists; keep it, or pass --force to replace its secrets", file=sys.stderr)
+        return 2
+    text = compose_env_text((REPO / ".env.example").read_text(), uid=os.getuid())
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    print(f"wrote {output} (mode 600, git-ignored) with generated secrets; "
+          f"the Airflow login is admin / AIRFLOW_ADMIN_PASSWORD from that file")
+    return 0
 
 
 def serve_airflow(host: str, port: int, triggerer: bool = True, timeout: float = 600.0) -> int:
@@ -404,7 +480,7 @@ def serve_airflow(host: str, port: int, triggerer: bool = True, timeout: float =
         print(f"Airflow home {home}, DAGs {env['AIRFLOW__CORE__DAGS_FOLDER']}", flush=True)
         user, password, password_file = ensure_password(env)
         _provision(env, log_dir / "setup.log")
-        airflow = str(BIN / "airflow")
+        airflow = tool("airflow")
         sup.start("api-server", [airflow, "api-server", "--host", host, "--port", str(port), "--workers", "1"])
         sup.start("scheduler", [airflow, "scheduler"])
         sup.start("dag-processor", [airflow, "dag-processor"])
@@ -449,6 +525,8 @@ def _report_dead(sup: Supervisor, dead: dict[str, int], log_dir: Path) -> int:
 def serve_mlflow(host: str, port: int, timeout: float = 300.0) -> int:
     env = dict(os.environ)
     env.setdefault(MARKER_ENV, uuid.uuid4().hex)
+    # the server's job runner (GenAI scorers, trace archival) is not used here: two fewer processes
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     uri, artifacts = mlflow_store(env)
     if not uri.startswith(("sqlite:", "postgresql", "mysql", "file:")) and "://" in uri:
         print(f"error: MLFLOW_TRACKING_URI={uri} is already a server; open it in the browser instead",
@@ -468,7 +546,7 @@ def serve_mlflow(host: str, port: int, timeout: float = 300.0) -> int:
     sup = Supervisor(env, log_dir)
     started = time.monotonic()
     try:
-        sup.start("mlflow", [str(BIN / "mlflow"), "server", "--host", host, "--port", str(port),
+        sup.start("mlflow", [tool("mlflow"), "server", "--host", host, "--port", str(port),
                              "--workers", "1", "--backend-store-uri", uri,
                              "--default-artifact-root", artifacts.as_uri()])
         print(f"MLflow store {uri}\n  artifacts {artifacts}\n  starting (log: {log_dir / 'mlflow.log'}) ...",
@@ -620,10 +698,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default=HOST, help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=MLFLOW_PORT)
     p.add_argument("--timeout", type=float, default=300.0)
+    sub.add_parser("provision", help="migrate the Airflow DB, create pools/variables/connections, the login")
+    p = sub.add_parser("compose-env", help="write .env for docker compose from .env.example, secrets generated")
+    p.add_argument("-o", "--output", type=Path, default=REPO / ".env")
+    p.add_argument("--force", action="store_true", help="replace an existing file (new secrets!)")
     args = parser.parse_args(argv)
-    if not shutil.which("airflow", path=str(BIN)) and args.server == "airflow":
-        print(f"error: no airflow in {BIN}; run `make install`", file=sys.stderr)
+    if args.server == "compose-env":
+        return write_compose_env(args.output, args.force)
+    if not Path(tool("airflow")).exists() and args.server in ("airflow", "provision"):
+        print(f"error: no airflow beside {sys.executable} or on PATH; run `make install`", file=sys.stderr)
         return 2
+    if args.server == "provision":
+        return provision_only()
     if args.server == "airflow":
         return serve_airflow(args.host, args.port, triggerer=not args.no_triggerer, timeout=args.timeout)
     return serve_mlflow(args.host, args.port, timeout=args.timeout)
