@@ -87,3 +87,647 @@ def export(paths: Paths) -> dict:
     from ml_tasks import warehouse
 
     return warehouse.export_ml_tables(paths)
+
+
+# --- training run state -----------------------------------------------------------------------------
+# A DAG run's steps share one folder (``run_dir``): ``state.json`` holds the MLflow parent run id,
+# the resolved model config and what each step produced; models and arrays sit beside it.
+
+STATE_FILE = "state.json"
+
+
+def _read_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / STATE_FILE
+    if not path.exists():
+        raise PipelineError(f"{run_dir}: no training run state here (the start step has not run)")
+    return json.loads(path.read_text())
+
+
+def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=1, default=str))
+    os.replace(tmp, run_dir / STATE_FILE)
+
+
+def _update_state(run_dir: Path, **values: Any) -> dict[str, Any]:
+    state = _read_state(run_dir)
+    state.update(values)
+    _write_state(run_dir, state)
+    return state
+
+
+def _model_config(state: dict[str, Any]) -> ModelConfig:
+    from ml_tasks.model import _config_from_json
+
+    return _config_from_json(state["config"])
+
+
+def _load_data(paths: Paths):
+    from ml_tasks.model import ModelData
+
+    try:
+        return ModelData.from_dir(paths.export_dir)
+    except FileNotFoundError as exc:
+        raise PipelineError(f"{exc}; build the warehouse first (python -m ml_tasks build)") from exc
+
+
+def start_training(paths: Paths, run_dir: Path, kind: str = "full_retrain",
+                   overrides: dict[str, Any] | None = None, parent_tags: dict[str, str] | None = None) -> dict:
+    """Check the exports, open the MLflow parent run with config, lineage and git commit."""
+    from ml_tasks import tracking
+    from ml_tasks.model import _config_to_json
+
+    if (run_dir / STATE_FILE).exists():  # a retried task: keep the run it opened
+        state = _read_state(run_dir)
+        return {"parent_run_id": state["parent_run_id"], "run_dir": str(run_dir), "resumed": True}
+    data = _load_data(paths)
+    base = ModelConfig()
+    if kind == "periodic_update":
+        base = replace(base, fine_tune_epochs=(overrides or {}).get("epochs") or base.fine_tune_epochs)
+    config = replace(base, **{k: v for k, v in (overrides or {}).items() if v is not None and k != "epochs"})
+    if kind != "periodic_update" and (overrides or {}).get("epochs"):
+        config = replace(config, epochs=int(overrides["epochs"]))
+    champion = tracking.alias_version(paths, tracking.CHAMPION)
+    parent = tracking.start_parent_run(
+        paths, run_name=f"{kind}:{run_dir.name}",
+        tags={"kind": kind, "run_dir": str(run_dir), **(parent_tags or {})},
+        params={"kind": kind, "model": asdict(config), "warehouse": WarehouseConfig.from_env().dbt_vars(),
+                "protocol": data.protocol},
+    )
+    with tracking.step_run(paths, parent, "start_training"):
+        for name, frame in (("ml_sequences", data.sequences), ("ml_pair_features", data.pair_features),
+                            ("events", data.events)):
+            tracking.log_dataset(_lineage_view(frame), name=name,
+                                 source=str(paths.export_dir / f"{name}.parquet"))
+        tracking.log_metrics({"rows.events": len(data.events), "rows.ml_sequences": len(data.sequences),
+                              "rows.ml_pair_features": len(data.pair_features),
+                              "users": data.events["user_id"].nunique(),
+                              "categories": len(data.categories)})
+    _write_state(run_dir, {"kind": kind, "parent_run_id": parent, "config": _config_to_json(config),
+                           "champion_at_start": champion, "protocol": data.protocol})
+    return {"parent_run_id": parent, "run_dir": str(run_dir), "kind": kind,
+            "champion_at_start": champion, "n_events": int(len(data.events))}
+
+
+def _lineage_view(frame):
+    """MLflow digests a frame's content; array columns are digested as JSON text."""
+    out = frame.copy()
+    for col in out.columns:
+        first = out[col].dropna().iloc[0] if out[col].notna().any() else None
+        if first is not None and not isinstance(first, str) and hasattr(first, "__len__"):
+            out[col] = out[col].map(lambda v: None if v is None else json.dumps([x.item() if hasattr(x, "item")
+                                                                                 else x for x in v]))
+    return out
+
+
+def train_sequence_model(paths: Paths, run_dir: Path) -> dict:
+    """Selection fit of the LSTM (early stopping on the validation cutoff), then the final fit on
+    everything before the test cutoff for the selected number of epochs."""
+    from ml_tasks import model as m
+    from ml_tasks import tracking
+
+    state = _read_state(run_dir)
+    config = _model_config(state)
+    data = _load_data(paths)
+    with tracking.step_run(paths, state["parent_run_id"], "train_sequence_model"):
+        tracking.log_params({"seed": config.seed, "embedding_dim": config.embedding_dim,
+                             "lstm_units": list(config.lstm_units), "epochs_max": config.epochs,
+                             "learning_rate": config.learning_rate, "batch_size": config.batch_size})
+        selection = m.train_lstm(data, config, final=False)
+        tracking.log_history(selection.info["lstm"]["history"])
+        best = max(1, int(selection.info["lstm"]["best_epoch"]))
+        final = m.train_lstm(data, config, final=True, epochs=best)
+        tracking.log_metrics({"best_epoch": best,
+                              "train_sequences_per_s": final.info["lstm"].get("sequences_per_s", 0.0),
+                              "final_fit_seconds": final.info["lstm"].get("seconds", 0.0)})
+        final.info["selected_epochs"] = best
+    selection.save(run_dir / "selection_lstm")
+    final.save(run_dir / "lstm")
+    _update_state(run_dir, best_epoch=best)
+    return {"best_epoch": best, "vocabulary_size": int(final.vocab.size),
+            "val_loss": _last(selection.info["lstm"]["history"].get("val_loss"))}
+
+
+def fine_tune_challenger(paths: Paths, run_dir: Path) -> dict:
+    """A challenger fine-tuned from the champion's weights on the newest window (or trained from
+    scratch when there is no champion yet)."""
+    from ml_tasks import model as m
+    from ml_tasks import tracking
+
+    state = _read_state(run_dir)
+    champion = state.get("champion_at_start")
+    if champion is None:
+        log.warning("no champion yet: training the first model from scratch")
+        result = train_sequence_model(paths, run_dir)
+        extract_interest_features(paths, run_dir)
+        fit_pca(paths, run_dir)
+        fit_predictor(paths, run_dir)
+        return {**result, "fine_tuned_from": None}
+    config = _model_config(state)
+    data = _load_data(paths)
+    base = m.FittedInterestModel.load(tracking.download_model_dir(paths, champion, run_dir / "champion_dl"))
+    with tracking.step_run(paths, state["parent_run_id"], "fine_tune_challenger"):
+        tracking.log_params({"fine_tuned_from_version": champion, "fine_tune_epochs": config.fine_tune_epochs})
+        tuned = m.fine_tune(base, data, config)
+        tracking.log_history(tuned.info["lstm"]["history"])
+        tracking.log_metrics({"n_train_sequences": tuned.info["lstm"].get("n_train_sequences", 0),
+                              "fine_tune_seconds": tuned.info["lstm"].get("seconds", 0.0)})
+    tuned.save(run_dir / "model")
+    _update_state(run_dir, fine_tuned_from=champion)
+    return {"fine_tuned_from": champion, "n_components": tuned.n_components}
+
+
+def extract_interest_features(paths: Paths, run_dir: Path) -> dict:
+    """Hidden state of the last LSTM layer for every (user, cutoff): the interest embeddings."""
+    import numpy as np
+    import pandas as pd
+
+    from ml_tasks import lstm, tracking
+    from ml_tasks import model as m
+    from ml_tasks.sequences import encode_sequences
+
+    state = _read_state(run_dir)
+    data = _load_data(paths)
+    fitted = m.FittedInterestModel.load(run_dir / "lstm")
+    rows = data.sequences.reset_index(drop=True)
+    started = time.perf_counter()
+    arrays = encode_sequences(rows, fitted.vocab, fitted.sequence_length, with_labels=False)
+    states = lstm.hidden_states(fitted.keras_model, arrays)
+    seconds = time.perf_counter() - started
+    frame = pd.DataFrame(states.astype(np.float32), columns=[f"h_{j + 1}" for j in range(states.shape[1])])
+    frame.insert(0, "split", rows["split"].to_numpy())
+    frame.insert(0, "cutoff_ts", rows["cutoff_ts"].to_numpy(dtype=np.int64))
+    frame.insert(0, "user_id", rows["user_id"].astype(str).to_numpy())
+    out = run_dir / "interest_embeddings.parquet"
+    frame.to_parquet(out, index=False)
+    with tracking.step_run(paths, state["parent_run_id"], "extract_interest_features"):
+        tracking.log_metrics({"n_embeddings": len(frame), "embedding_dim": states.shape[1],
+                              "users_per_s": rows["user_id"].nunique() / max(seconds, 1e-9),
+                              "sequences_per_s": len(rows) / max(seconds, 1e-9)})
+        tracking.log_artifacts(out, "features")
+    return {"path": str(out), "n_embeddings": int(len(frame)), "dim": int(states.shape[1])}
+
+
+def fit_pca(paths: Paths, run_dir: Path) -> dict:
+    """PCA on the training samples' embeddings only; components by explained variance."""
+    from ml_tasks import model as m
+    from ml_tasks import plots, tracking
+
+    state = _read_state(run_dir)
+    config = _model_config(state)
+    data = _load_data(paths)
+    fitted = m.FittedInterestModel.load(run_dir / "lstm")
+    curve = m.fit_pca_stage(fitted, data, config)
+    fitted.save(run_dir / "lstm")
+    with tracking.step_run(paths, state["parent_run_id"], "fit_pca"):
+        tracking.log_metrics({"n_components": fitted.n_components,
+                              "explained_variance": curve.get("explained_variance", 0.0)})
+        tracking.log_figure(plots.explained_variance(curve), "explained_variance.png")
+    return {"n_components": fitted.n_components}
+
+
+def fit_predictor(paths: Paths, run_dir: Path) -> dict:
+    """The predictor on (user, candidate category) pairs, and its ablation without LSTM features."""
+    from ml_tasks import model as m
+    from ml_tasks import tracking
+
+    state = _read_state(run_dir)
+    config = _model_config(state)
+    data = _load_data(paths)
+    fitted = m.FittedInterestModel.load(run_dir / "lstm")
+    info = m.fit_predictor_stage(fitted, data, config)
+    fitted.save(run_dir / "model")
+    with tracking.step_run(paths, state["parent_run_id"], "fit_predictor"):
+        tracking.log_params({"predictor": config.predictor, "predictor_c": config.predictor_c})
+        tracking.log_metrics({k: v for k, v in info.items() if k != "coefficients"})
+        tracking.log_dict(info.get("coefficients", {}), "predictor_coefficients.json")
+    return {k: v for k, v in info.items() if k != "coefficients"}
+
+
+def _last(values: list[float] | None) -> float | None:
+    return float(values[-1]) if values else None
+
+
+# --- evaluation and the gate --------------------------------------------------------------------
+
+
+def evaluate(paths: Paths, run_dir: Path) -> dict:
+    """The protocol at the test cutoff: the new model, its ablation, the five baselines and (when one
+    exists) the current champion, all on the same users; one MLflow run per method."""
+    from ml_tasks import evaluation as ev
+    from ml_tasks import model as m
+    from ml_tasks import plots, tracking
+    from ml_tasks.features import ABLATION_NAME, MODEL_NAME
+
+    state = _read_state(run_dir)
+    config = _model_config(state)
+    data = _load_data(paths)
+    candidate = m.FittedInterestModel.load(run_dir / "model")
+    events = ev._events(data)
+    ctx = ev.cutoff_context(events, data.test_cutoff_ts, data.horizon_hours)
+    if not ctx.users:
+        raise PipelineError("no user has events both before the test cutoff and in the test window; "
+                            "the data set is too short for the evaluation protocol")
+    half_life, curve = ev.tune_half_life(data, config.half_life_grid)
+    results: dict[str, dict[str, float]] = {
+        MODEL_NAME: ctx.metrics(ev.model_score_matrix(candidate, data, ctx, use_lstm=True)),
+        ABLATION_NAME: ctx.metrics(ev.model_score_matrix(candidate, data, ctx, use_lstm=False)),
+    }
+    results.update(ev.baseline_metrics(data, ctx, half_life))
+    results["recency_decay_72h"] = ev.baseline_metrics_one(data, ctx, "recency_decay", 72.0)
+    champion = state.get("champion_at_start")
+    champion_metrics = None
+    if champion is not None:
+        champ_model = m.FittedInterestModel.load(
+            tracking.download_model_dir(paths, champion, run_dir / "champion_eval"))
+        champion_metrics = ctx.metrics(ev.model_score_matrix(champ_model, data, ctx, use_lstm=True))
+    report = {
+        "dataset": "warehouse",
+        "protocol": {"cutoff_ts": ctx.cutoff_ts, "horizon_days": data.horizon_hours / 24,
+                     "n_eval_users": len(ctx.users), "n_categories": int(len(ctx.candidates))},
+        "results": results,
+        "half_life_hours": half_life,
+        "half_life_validation_ndcg@10": {str(k): v for k, v in curve.items()},
+        "champion": {"version": champion, "metrics": champion_metrics},
+    }
+    (run_dir / "report.json").write_text(json.dumps(report, indent=1))
+    tracking.log_baseline_runs(paths, state["parent_run_id"], report)
+    with tracking.step_run(paths, state["parent_run_id"], "evaluate"):
+        tracking.log_metrics(results[MODEL_NAME])
+        tracking.log_metrics({f"{k}.{name}": v for name, mm in results.items() for k, v in mm.items()
+                              if k in ("ndcg@10", "recall@10", "mrr")})
+        if champion_metrics:
+            tracking.log_metrics(champion_metrics, prefix="champion.")
+        tracking.log_dict(report, "report.json")
+        tracking.log_figure(plots.model_vs_baselines(report), "model_vs_baselines.png")
+        emb = run_dir / "interest_embeddings.parquet"
+        if emb.exists():
+            tracking.log_figure(plots.trajectories(candidate, data), "interest_trajectories.png")
+    _update_state(run_dir, evaluated=True)
+    return {"ndcg@10": results[MODEL_NAME]["ndcg@10"],
+            "ablation_ndcg@10": results[ABLATION_NAME]["ndcg@10"],
+            "recency_decay_ndcg@10": results["recency_decay"]["ndcg@10"],
+            "popularity_ndcg@10": results["popularity"]["ndcg@10"],
+            "champion_ndcg@10": (champion_metrics or {}).get("ndcg@10"),
+            "n_eval_users": len(ctx.users)}
+
+
+def gate(candidate_ndcg: float, champion_ndcg: float | None, margin: float) -> tuple[bool, str]:
+    """Promote when there is no champion, or the candidate beats it by ``margin`` (relative)."""
+    if champion_ndcg is None:
+        return True, "no champion yet"
+    needed = champion_ndcg * (1.0 + margin)
+    if candidate_ndcg > needed:
+        return True, f"ndcg@10 {candidate_ndcg:.4f} > champion {champion_ndcg:.4f} x (1 + {margin:g})"
+    return False, f"ndcg@10 {candidate_ndcg:.4f} <= champion {champion_ndcg:.4f} x (1 + {margin:g})"
+
+
+def register_model(paths: Paths, run_dir: Path, margin: float = 0.0) -> dict:
+    """Log the model as one pyfunc version of ``user_interest_model`` and apply the champion gate.
+
+    Idempotent per run: a retried task finds the version it registered and repeats no alias change.
+    """
+    import mlflow
+
+    from ml_tasks import tracking
+    from ml_tasks.features import MODEL_NAME
+
+    state = _read_state(run_dir)
+    if state.get("registered"):
+        return state["registered"]
+    report = json.loads((run_dir / "report.json").read_text())
+    metrics = report["results"][MODEL_NAME]
+    champion = state.get("champion_at_start")
+    champion_ndcg = (report.get("champion", {}).get("metrics") or {}).get("ndcg@10")
+    promote_it, reason = gate(metrics["ndcg@10"], champion_ndcg, margin)
+    data = _load_data(paths)
+    model_dir = run_dir / "model"
+    _write_serving_extras(model_dir, data)
+    example = _signature_example(data)
+    with tracking.step_run(paths, state["parent_run_id"], "register_model"):
+        from ml_tasks.serving import InterestModelPyfunc
+
+        output = InterestModelPyfunc.from_dir(model_dir).predict(None, example)
+        logged = tracking.log_interest_model(model_dir, example, output, metrics=metrics)
+        version = logged["version"]
+        tracking.log_metrics(metrics)
+        tracking.log_params({"gate.margin": margin, "gate.champion_before": champion,
+                             "gate.promoted": promote_it, "gate.reason": reason})
+        run_id = mlflow.active_run().info.run_id
+    decision = {"version": version, "promoted": promote_it, "reason": reason, "margin": margin,
+                "champion_before": champion, "candidate_ndcg@10": metrics["ndcg@10"],
+                "champion_ndcg@10": champion_ndcg, "kind": state["kind"], "run_id": run_id,
+                "decided_at": int(time.time())}
+    tracking.set_version_tags(paths, version, {"gate_decision": "promoted" if promote_it else "rejected",
+                                               "gate_reason": reason, "kind": state["kind"],
+                                               "ndcg_at_10": f"{metrics['ndcg@10']:.6f}",
+                                               "run_dir": str(run_dir)})
+    if promote_it:
+        tracking.set_alias(paths, tracking.CHAMPION, version)
+        if champion is not None:
+            tracking.set_alias(paths, tracking.CHALLENGER, champion)
+    else:
+        tracking.set_alias(paths, tracking.CHALLENGER, version)
+    _record_decision(paths, decision)
+    _update_state(run_dir, registered=decision)
+    return decision
+
+
+def _signature_example(data) -> Any:
+    """A few users' recent events: the served model's input."""
+    ev = data.events
+    users = ev["user_id"].drop_duplicates().head(3)
+    sample = ev[ev["user_id"].isin(users)].sort_values("event_ts").groupby("user_id").tail(20)
+    return sample[["user_id", "category_id", "event_type", "event_ts"]].reset_index(drop=True)
+
+
+def _write_serving_extras(model_dir: Path, data) -> None:
+    """What the served model needs beside the fitted parts: category ids and recent popularity."""
+    from ml_tasks.predictor import popularity_table
+
+    cats = data.categories[["category_idx", "category_id"]]
+    cats.to_parquet(model_dir / "categories.parquet", index=False)
+    pf = data.pair_features
+    latest = pf[pf["cutoff_ts"] == pf["cutoff_ts"].max()]
+    pop = popularity_table(latest).drop(columns=["cutoff_ts"])
+    pop.to_parquet(model_dir / "popularity.parquet", index=False)
+    meta = {"score_cutoff_ts": int(data.protocol["score_cutoff_ts"]),
+            "horizon_hours": float(data.horizon_hours)}
+    (model_dir / "serving.json").write_text(json.dumps(meta))
+
+
+def _decisions_path(paths: Paths) -> Path:
+    return paths.data_dir / "gate_decisions.jsonl"
+
+
+def _record_decision(paths: Paths, decision: dict[str, Any]) -> None:
+    path = _decisions_path(paths)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(decision, default=str) + "\n")
+
+
+def promote(paths: Paths, version: int, reason: str = "manual promotion") -> dict:
+    """Point ``champion`` at ``version`` (rollback or manual promotion), recorded in MLflow."""
+    from ml_tasks import tracking
+
+    try:
+        info = tracking.version_info(paths, version)
+    except Exception as exc:  # MlflowException: the version does not exist
+        raise PipelineError(f"model version {version} of user_interest_model does not exist") from exc
+    before = tracking.alias_version(paths, tracking.CHAMPION)
+    if before == version:
+        return {"champion": version, "changed": False, "reason": "already champion"}
+    tracking.set_alias(paths, tracking.CHAMPION, version)
+    if before is not None:
+        tracking.set_alias(paths, tracking.CHALLENGER, before)
+    tracking.set_version_tags(paths, version, {"promoted_manually": reason})
+    with tracking.step_run(paths, None, "promote", tags={"kind": "promotion"}):
+        tracking.log_params({"version": version, "champion_before": before, "reason": reason})
+    decision = {"version": version, "promoted": True, "reason": reason, "champion_before": before,
+                "kind": "manual", "decided_at": int(time.time()), "run_id": info["run_id"]}
+    _record_decision(paths, decision)
+    return {"champion": version, "champion_before": before, "changed": True, "reason": reason}
+
+
+# --- batch scoring --------------------------------------------------------------------------------
+
+DEFAULT_ACTIVE_DAYS = 7.0
+
+
+def score_run(paths: Paths, run_dir: Path, active_days: float | None = None) -> dict:
+    """Batch scoring at the end of a train/update DAG run (logged under its parent run)."""
+    state = _read_state(run_dir)
+    result = score_users(paths, active_days=active_days, parent_run_id=state["parent_run_id"])
+    _write_last_run(paths, run_dir, state, result)
+    return result
+
+
+def score_users(paths: Paths, active_days: float | None = None, parent_run_id: str | None = None) -> dict:
+    """Score every active user with the champion; write scores, trajectories and shift flags."""
+    import numpy as np
+    import pandas as pd
+
+    from ml_tasks import model as m
+    from ml_tasks import scoring, serving_store, tracking
+
+    champion = tracking.alias_version(paths, tracking.CHAMPION)
+    if champion is None:
+        raise PipelineError("no champion model to score with; train one first (python -m ml_tasks train)")
+    data = _load_data(paths)
+    active_days = DEFAULT_ACTIVE_DAYS if active_days is None else active_days
+    cache = paths.artifact_dir / "models" / f"v{champion}"
+    model_dir = cache / "model_dir"
+    if not (model_dir / "model.json").exists():
+        model_dir = tracking.download_model_dir(paths, champion, cache)
+    fitted = m.FittedInterestModel.load(model_dir)
+    seqs = data.sequences
+    score_cutoff = int(data.protocol["score_cutoff_ts"])
+    rows = scoring.active_users(seqs[seqs["split"] == "score"], active_days)
+    users = set(rows["user_id"].astype(str))
+    pf = data.pair_features
+    pf_now = pf[pf["cutoff_ts"] == score_cutoff]
+    from ml_tasks.predictor import popularity_table
+
+    ranked = m.score(fitted, rows, pf_now, top_n=20, popularity=popularity_table(pf_now))
+    id_of = dict(zip(data.categories["category_idx"], data.categories["category_id"], strict=True))
+    scores = pd.DataFrame({"user_id": ranked["user_id"].astype(str),
+                           "category_id": ranked["category_idx"].map(id_of).astype(str),
+                           "score": ranked["score"].astype(float), "rank": ranked["rank"].astype(int)})
+    history = seqs[seqs["user_id"].astype(str).isin(users)]
+    emb = m.interest_embeddings(fitted, history)
+    pcs = [c for c in emb.columns if c.startswith("pc_")]
+    trajectory = pd.DataFrame({"user_id": emb["user_id"], "cutoff_ts": emb["cutoff_ts"],
+                               "components": list(emb[pcs].to_numpy(dtype=float))})
+    previous = serving_store.previous_scoring(paths.warehouse, score_cutoff)
+    prev_limit = previous if previous is not None else score_cutoff - 24 * 3600
+    now = emb[emb["cutoff_ts"] == score_cutoff]
+    before = emb[emb["cutoff_ts"] <= prev_limit].sort_values("cutoff_ts").groupby("user_id").tail(1)
+    shifts = scoring.interest_shifts(now, before)
+    top1 = scores[scores["rank"] == 1].set_index("user_id")["category_id"]
+    flagged = shifts[shifts["is_shift"]].copy()
+    flagged["top_category_id"] = flagged["user_id"].map(top1)
+    written = serving_store.write_scoring(paths.warehouse, score_cutoff, champion, scores, trajectory,
+                                          flagged.drop(columns=["is_shift"]), int(time.time()))
+    result = {"model_version": champion, "scored_at": score_cutoff, "active_days": active_days, **written}
+    from ml_tasks import tracking as t
+
+    with t.step_run(paths, parent_run_id, "score_users"):
+        t.log_metrics({k: v for k, v in written.items()})
+        t.log_params({"model_version": champion, "active_days": active_days})
+        if len(shifts):
+            t.log_metrics({"shift_threshold": float(shifts["threshold"].iloc[0]),
+                           "median_interest_distance": float(np.median(shifts["distance"]))})
+    return result
+
+
+def _write_last_run(paths: Paths, run_dir: Path, state: dict[str, Any], scoring: dict[str, Any]) -> None:
+    pointer = {"run_dir": str(run_dir), "kind": state.get("kind"), "parent_run_id": state.get("parent_run_id"),
+               "registered": state.get("registered"), "scoring": scoring}
+    (paths.data_dir / "last_run.json").write_text(json.dumps(pointer, indent=1, default=str))
+
+
+def status(paths: Paths) -> dict:
+    """Champion, its metrics, scored users, last update time and the last gate decision."""
+    from ml_tasks import serving_store, tracking
+
+    champion = tracking.alias_version(paths, tracking.CHAMPION)
+    info = tracking.version_info(paths, champion) if champion is not None else {}
+    decisions = _decisions_path(paths)
+    last = json.loads(decisions.read_text().splitlines()[-1]) if decisions.exists() else None
+    scored = serving_store.read_status(paths.warehouse)
+    metrics = {k.replace("_at_", "@"): v for k, v in info.get("metrics", {}).items()
+               if k in ("ndcg_at_10", "recall_at_10", "mrr")}
+    return {
+        "champion_version": champion,
+        "champion_metrics": metrics,
+        "challenger_version": tracking.alias_version(paths, tracking.CHALLENGER),
+        "n_scored_users": scored.get("n_scored_users", 0),
+        "scored_at": scored.get("scored_at"),
+        "last_update_time": (last or {}).get("decided_at"),
+        "last_gate_decision": last,
+    }
+
+
+# --- whole pipelines without Airflow ------------------------------------------------------------
+
+
+def _cli_run_dir(paths: Paths, kind: str) -> Path:
+    return paths.artifact_dir / "cli" / f"{kind}_{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}"
+
+
+def train_pipeline(paths: Paths, overrides: dict[str, Any] | None = None, margin: float = 0.0,
+                   run_dir: Path | None = None) -> dict:
+    """The ``train_interest_model`` DAG's steps in one process."""
+    run_dir = run_dir or _cli_run_dir(paths, "train")
+    out = {"start": start_training(paths, run_dir, kind="full_retrain", overrides=overrides)}
+    out["train"] = train_sequence_model(paths, run_dir)
+    out["features"] = extract_interest_features(paths, run_dir)
+    out["pca"] = fit_pca(paths, run_dir)
+    out["predictor"] = fit_predictor(paths, run_dir)
+    out["evaluate"] = evaluate(paths, run_dir)
+    out["register"] = register_model(paths, run_dir, margin=margin)
+    out["score"] = score_run(paths, run_dir)
+    return out
+
+
+def refresh_warehouse(paths: Paths, run_dir: Path | None = None) -> dict:
+    """Incremental ``dbt build`` and export, so an update also sees rows ingested since the last build."""
+    return build(paths, full_refresh=False)
+
+
+def update_pipeline(paths: Paths, margin: float | None = None, overrides: dict[str, Any] | None = None,
+                    run_dir: Path | None = None, refresh: bool = True) -> dict:
+    """The ``update_interest_model`` DAG's steps in one process."""
+    run_dir = run_dir or _cli_run_dir(paths, "update")
+    out = {"start": start_training(paths, run_dir, kind="periodic_update", overrides=overrides)}
+    if refresh:
+        out["refresh"] = refresh_warehouse(paths, run_dir)
+    out["fine_tune"] = fine_tune_challenger(paths, run_dir)
+    out["evaluate"] = evaluate(paths, run_dir)
+    out["register"] = register_model(paths, run_dir, margin=0.01 if margin is None else margin)
+    out["score"] = score_run(paths, run_dir)
+    return out
+
+
+def evaluate_file(paths: Paths, events: Path, fmt: str, out: Path, horizon_days: float = 2.0,
+                  n_seeds: int = 3, dataset: str | None = None, keep_workspace: Path | None = None,
+                  overrides: dict[str, Any] | None = None) -> dict:
+    """EVALUATION.md's protocol on one file: ingest -> build -> model and baselines, in a workspace.
+
+    The report goes to ``out``; every method is logged to MLflow as a run with the same metric names.
+    """
+    import tempfile
+
+    from ml_tasks import evaluation, plots, tracking
+    from ml_tasks.features import ABLATION_NAME, MODEL_NAME
+    from ml_tasks.model import ModelData
+
+    if not events.exists():
+        raise PipelineError(f"{events}: no such file or folder")
+    if n_seeds < 1:
+        raise PipelineError("--seeds must be at least 1")
+    workspace = keep_workspace or Path(tempfile.mkdtemp(prefix="iep-evaluate-"))
+    ws = Paths.from_env(data_dir=workspace, warehouse=workspace / "warehouse.duckdb",
+                        export_dir=workspace / "exports", artifact_dir=workspace / "artifacts",
+                        landing_dir=workspace / "landing", tracking_uri=paths.tracking_uri)
+    started = time.perf_counter()
+    try:
+        ingested = ingest(ws, events, fmt)
+        wh = replace(WarehouseConfig.from_env(), horizon_hours=int(round(horizon_days * 24)))
+        build(ws, wh, full_refresh=True)
+        data = ModelData.from_dir(ws.export_dir)
+        config = replace(ModelConfig(), **{k: v for k, v in (overrides or {}).items() if v is not None})
+        name = dataset or events.stem
+        report = evaluation.run_evaluation(data, config, seeds=tuple(range(n_seeds)), dataset=name,
+                                           progress=lambda msg: log.info(msg))
+    finally:
+        if keep_workspace is None:
+            shutil.rmtree(workspace, ignore_errors=True)
+    report["ingest"] = {k: ingested.get(k) for k in ("rows_read", "rows_loaded", "rows_rejected",
+                                                     "rows_duplicate")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str))
+    parent = tracking.start_parent_run(paths, run_name=f"evaluate:{report['dataset']}",
+                                       tags={"kind": "evaluation", "dataset": report["dataset"]},
+                                       params={"model": asdict(config), "protocol": report["protocol"]})
+    tracking.log_baseline_runs(paths, parent, report)
+    with tracking.step_run(paths, parent, "report"):
+        tracking.log_dict(report, "report.json")
+        tracking.log_figure(plots.model_vs_baselines(report), "model_vs_baselines.png")
+    res = report["results"]
+    return {"out": str(out), "dataset": report["dataset"], "n_eval_users": report["protocol"]["n_eval_users"],
+            "seconds": round(time.perf_counter() - started, 1), "mlflow_parent_run_id": parent,
+            **{name: round(res[name]["ndcg@10"], 4) for name in (MODEL_NAME, ABLATION_NAME, "recency_decay",
+                                                                 "user_frequency", "popularity")}}
+
+
+def summary(paths: Paths) -> str:
+    """What ``make run`` prints at the end: data processed, metrics vs baselines, where to look."""
+    from ml_tasks.features import ABLATION_NAME, BASELINE_NAMES, MODEL_NAME
+
+    pointer = paths.data_dir / "last_run.json"
+    if not pointer.exists():
+        raise PipelineError("no pipeline run recorded yet; run `make run` first")
+    last = json.loads(pointer.read_text())
+    run_dir = Path(last["run_dir"])
+    report = json.loads((run_dir / "report.json").read_text())
+    data = _load_data(paths)
+    lines = [
+        "=" * 72,
+        "Interest-evolution pipeline: summary",
+        "=" * 72,
+        f"events processed   {len(data.events):>12,}   users {data.events['user_id'].nunique():,}"
+        f"   categories {len(data.categories):,}",
+        f"ML samples         {len(data.sequences):>12,}   (user, cutoff) sequences; "
+        f"{len(data.pair_features):,} (user, category) feature rows",
+        f"evaluated users    {report['protocol']['n_eval_users']:>12,}   at the test cutoff "
+        f"(horizon {report['protocol']['horizon_days']:g} days, full ranking of "
+        f"{report['protocol']['n_categories']:,} categories)",
+        "",
+        f"{'method':<26}{'ndcg@10':>10}{'recall@10':>11}{'mrr':>8}",
+    ]
+    order = [MODEL_NAME, ABLATION_NAME, *sorted(BASELINE_NAMES, key=lambda n: -report["results"][n]["ndcg@10"])]
+    for name in order:
+        r = report["results"][name]
+        lines.append(f"{name:<26}{r['ndcg@10']:>10.4f}{r['recall@10']:>11.4f}{r['mrr']:>8.4f}")
+    reg = last.get("registered") or {}
+    score = last.get("scoring") or {}
+    lines += [
+        "",
+        f"recency_decay half-life (chosen on validation): {report.get('half_life_hours')} h",
+        f"MLflow parent run   {last.get('parent_run_id')}   (experiment user_interest)",
+        f"registered model    user_interest_model v{reg.get('version')}: "
+        f"{'promoted to @champion' if reg.get('promoted') else 'kept as @challenger'} ({reg.get('reason')})",
+        f"scored users        {score.get('n_scored_users', 0):,} active users -> serving.user_interest_scores; "
+        f"{score.get('n_shifts', 0)} interest shifts flagged",
+        f"warehouse           {paths.warehouse}",
+        "",
+        "Look around:",
+        "  make airflow    # Airflow UI on http://127.0.0.1:8080 (DAG runs of this data)",
+        "  make mlflow     # MLflow UI on http://127.0.0.1:5000 (runs, baselines, registry)",
+        "  make update     # the periodic update DAG once",
+        "  .venv/bin/python -m ml_tasks status",
+    ]
+    return "\n".join(lines)
