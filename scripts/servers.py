@@ -42,7 +42,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -591,6 +591,22 @@ class Server:
     username: str | None = None
     password: str | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False)
+    ready: Callable[[], bool] = field(default=lambda: True, repr=False)
+
+    def wait_ready(self, timeout: float = 600.0) -> Server:
+        """Block until the server is healthy; on failure stop it and raise with the log's tail."""
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if not self.alive():
+                raise RuntimeError(f"{self.name} server exited with status {self.process.returncode}:\n"
+                                   f"{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} server not healthy after {timeout:.0f}s:\n{self.log_tail()}")
+            time.sleep(2)
+        if self.name == "airflow" and self.username is None:
+            self.username, self.password = read_password(self.env)  # type: ignore[misc]
+        return self
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -636,25 +652,13 @@ def _spawn(name: str, args: list[str], env: dict[str, str], log_path: Path) -> t
     return proc, marker
 
 
-def _wait(server: Server, ready, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if not server.alive():
-            raise RuntimeError(f"{server.name} server exited with status {server.process.returncode}:\n"
-                               f"{server.log_tail()}")
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"{server.name} server not healthy after {timeout:.0f}s:\n{server.log_tail()}")
-        time.sleep(2)
-
-
 def start_airflow(home: Path | None = None, port: int | None = None, host: str = HOST,
-                  env: dict[str, str] | None = None, triggerer: bool = True,
-                  timeout: float = 600.0, log_path: Path | None = None) -> Server:
-    """Run ``servers.py airflow`` in its own session; return once every component is healthy.
+                  env: dict[str, str] | None = None, triggerer: bool = True, timeout: float = 600.0,
+                  log_path: Path | None = None, wait: bool = True) -> Server:
+    """Run ``servers.py airflow`` in its own session; with ``wait``, return once every component is healthy.
 
-    ``env`` (default: this process's environment) is where IEP_* paths go; ``home`` overrides
-    AIRFLOW_HOME. The handle carries the URL and the generated admin login.
+    ``env`` (default: this process's environment) is where IEP_* paths and Airflow settings go; ``home``
+    overrides AIRFLOW_HOME. The handle carries the URL and the generated admin login.
     """
     base = dict(os.environ if env is None else env)
     if home is not None:
@@ -667,14 +671,13 @@ def start_airflow(home: Path | None = None, port: int | None = None, host: str =
     args = ["--host", host, "--port", str(port), "--timeout", str(int(timeout))]
     proc, marker = _spawn("airflow", args + ([] if triggerer else ["--no-triggerer"]), base, log_path)
     server = Server("airflow", f"http://{host}:{port}", proc, log_path, marker, env=full)
-    _wait(server, lambda: airflow_healthy(server.url, triggerer) and read_password(full) is not None
-          and "Airflow is up" in server.log_tail(2000), timeout)
-    server.username, server.password = read_password(full)  # type: ignore[misc]
-    return server
+    server.ready = lambda: ("Airflow is up" in server.log_tail(3000) and airflow_healthy(server.url, triggerer)
+                            and read_password(full) is not None)
+    return server.wait_ready(timeout) if wait else server
 
 
 def start_mlflow(port: int | None = None, host: str = HOST, env: dict[str, str] | None = None,
-                 timeout: float = 300.0, log_path: Path | None = None) -> Server:
+                 timeout: float = 300.0, log_path: Path | None = None, wait: bool = True) -> Server:
     """Run ``servers.py mlflow`` in its own session over the store named by ``env``; wait for /health."""
     base = dict(os.environ if env is None else env)
     port = port or free_port(host)
@@ -682,8 +685,8 @@ def start_mlflow(port: int | None = None, host: str = HOST, env: dict[str, str] 
     log_path = log_path or artifacts.parent / "servers-mlflow.log"
     proc, marker = _spawn("mlflow", ["--host", host, "--port", str(port)], base, log_path)
     server = Server("mlflow", f"http://{host}:{port}", proc, log_path, marker, env=base)
-    _wait(server, lambda: mlflow_healthy(server.url), timeout)
-    return server
+    server.ready = lambda: mlflow_healthy(server.url)
+    return server.wait_ready(timeout) if wait else server
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,72 @@
+"""The Airflow UI on the real api-server, scheduler, dag-processor and triggerer, in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.e2e.conftest import PROJECT_DAGS, airflow_login, screenshot
+
+pytestmark = pytest.mark.e2e
+
+
+def _status(url: str, headers: dict[str, str] | None = None) -> int:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_api_requires_a_login_but_health_is_open(airflow):
+    assert _status(f"{airflow.url}/api/v2/monitor/health") == 200
+    assert _status(f"{airflow.url}/api/v2/dags") == 401
+    assert _status(f"{airflow.url}/api/v2/dags", {"Authorization": "Bearer not-a-token"}) in (401, 403)
+    assert airflow.url.startswith("http://127.0.0.1:")
+    request = urllib.request.Request(f"{airflow.url}/auth/token", method="POST",
+                                     data=json.dumps({"username": airflow.username, "password": "wrong"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code in (401, 403)
+
+
+def test_every_component_is_healthy(airflow_api):
+    health = airflow_api.get("/api/v2/monitor/health")
+    for component in ("metadatabase", "scheduler", "dag_processor", "triggerer"):
+        assert health[component]["status"] == "healthy", health
+
+
+def test_login_and_see_the_project_dags(page, airflow, project_dags, airflow_api):
+    airflow_login(page, airflow, "/dags")
+    for dag_id in PROJECT_DAGS:
+        page.get_by_role("link", name=dag_id, exact=True).first.wait_for()
+    page.wait_for_load_state("networkidle")
+    screenshot(page, "airflow-dags", "airflow-dags.png")
+    # the warehouse writers' pool exists with its single slot
+    pool = airflow_api.get("/api/v2/pools/warehouse_writer")
+    assert pool["slots"] == 1
+    # every DAG explains itself to the operator
+    for dag_id in PROJECT_DAGS:
+        details = airflow_api.get(f"/api/v2/dags/{dag_id}/details")
+        assert (details.get("doc_md") or "").strip().startswith(f"### {dag_id}"), dag_id
+
+
+def test_trigger_train_interest_model_and_see_it_succeed(page, airflow, trained_run, airflow_api):
+    """The run was triggered through the UI's trigger form (fixture ``trained_run``); the UI shows it green."""
+    assert trained_run.state == "success"
+    run = airflow_api.get(f"/api/v2/dags/{trained_run.dag_id}/dagRuns/{trained_run.run_id}")
+    assert run["run_type"] == "manual" and run["conf"].get("epochs") == 2
+    tasks = airflow_api.get(f"/api/v2/dags/{trained_run.dag_id}/dagRuns/{trained_run.run_id}/taskInstances")
+    states = {ti["task_id"]: ti["state"] for ti in tasks["task_instances"]}
+    assert states and set(states.values()) == {"success"}, states
+
+    airflow_login(page, airflow, f"/dags/{trained_run.dag_id}/runs/{trained_run.run_id}")
+    page.get_by_text(trained_run.run_id).first.wait_for()
+    page.get_by_text("success", exact=False).first.wait_for()
+    page.wait_for_load_state("networkidle")
+    screenshot(page, "airflow-train-run", "airflow-train-run.png")
