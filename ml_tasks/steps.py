@@ -184,8 +184,7 @@ def _lineage_view(frame):
 def train_sequence_model(paths: Paths, run_dir: Path) -> dict:
     """Selection fit of the LSTM (early stopping on the validation cutoff), then the final fit on
     everything before the test cutoff for the selected number of epochs."""
-    from ml_tasks import model as m
-    from ml_tasks import tracking
+    from ml_tasks import stages, tracking
 
     state = _read_state(run_dir)
     config = _model_config(state)
@@ -194,10 +193,10 @@ def train_sequence_model(paths: Paths, run_dir: Path) -> dict:
         tracking.log_params({"seed": config.seed, "embedding_dim": config.embedding_dim,
                              "lstm_units": list(config.lstm_units), "epochs_max": config.epochs,
                              "learning_rate": config.learning_rate, "batch_size": config.batch_size})
-        selection = m.train_lstm(data, config, final=False)
+        selection = stages.train_lstm(data, config, final=False)
         tracking.log_history(selection.info["lstm"]["history"])
         best = max(1, int(selection.info["lstm"]["best_epoch"]))
-        final = m.train_lstm(data, config, final=True, epochs=best)
+        final = stages.train_lstm(data, config, final=True, epochs=best)
         tracking.log_metrics({"best_epoch": best,
                               "train_sequences_per_s": final.info["lstm"].get("sequences_per_s", 0.0),
                               "final_fit_seconds": final.info["lstm"].get("seconds", 0.0)})
@@ -272,13 +271,13 @@ def extract_interest_features(paths: Paths, run_dir: Path) -> dict:
 def fit_pca(paths: Paths, run_dir: Path) -> dict:
     """PCA on the training samples' embeddings only; components by explained variance."""
     from ml_tasks import model as m
-    from ml_tasks import plots, tracking
+    from ml_tasks import plots, stages, tracking
 
     state = _read_state(run_dir)
     config = _model_config(state)
     data = _load_data(paths)
     fitted = m.FittedInterestModel.load(run_dir / "lstm")
-    curve = m.fit_pca_stage(fitted, data, config)
+    curve = stages.fit_pca_stage(fitted, data, config)
     fitted.save(run_dir / "lstm")
     with tracking.step_run(paths, state["parent_run_id"], "fit_pca"):
         tracking.log_metrics({"n_components": fitted.n_components,
@@ -290,13 +289,13 @@ def fit_pca(paths: Paths, run_dir: Path) -> dict:
 def fit_predictor(paths: Paths, run_dir: Path) -> dict:
     """The predictor on (user, candidate category) pairs, and its ablation without LSTM features."""
     from ml_tasks import model as m
-    from ml_tasks import tracking
+    from ml_tasks import stages, tracking
 
     state = _read_state(run_dir)
     config = _model_config(state)
     data = _load_data(paths)
     fitted = m.FittedInterestModel.load(run_dir / "lstm")
-    info = m.fit_predictor_stage(fitted, data, config)
+    info = stages.fit_predictor_stage(fitted, data, config)
     fitted.save(run_dir / "model")
     with tracking.step_run(paths, state["parent_run_id"], "fit_predictor"):
         tracking.log_params({"predictor": config.predictor, "predictor_c": config.predictor_c})
