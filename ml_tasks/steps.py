@@ -771,7 +771,6 @@ def simulate(paths: Paths, days: int = 4, out: Path | None = None, events: Path 
     from ml_tasks import evaluation as ev
     from ml_tasks import model as m
     from ml_tasks import plots, synthetic, tracking
-    from ml_tasks.features import MODEL_NAME
 
     if days < 1:
         raise PipelineError("--days must be at least 1")
@@ -802,7 +801,7 @@ def simulate(paths: Paths, days: int = 4, out: Path | None = None, events: Path 
             return m.ModelData.from_dir(ws.export_dir)
 
         data = land_and_build(log_frame[log_frame["event_ts"] < bounds[0]], "day_0")
-        base, selection = m.select_and_fit(data, config)
+        base, _selection = m.select_and_fit(data, config)
         epochs = int(base.info.get("selected_epochs") or config.epochs)
         never, periodic = base, base
         per_day = []
