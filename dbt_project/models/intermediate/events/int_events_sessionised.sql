@@ -1,0 +1,53 @@
+{#-
+    Distinct events with their place in the user's history: a total order per user (time, then event
+    type, category and item, so ties are broken the same way every run), the position in it, and
+    sessions: a gap longer than session_gap_minutes since the user's previous event starts a new one.
+-#}
+with events as (
+    select * from {{ ref('stg_raw__events') }}
+),
+
+typed as (
+    select
+        *,
+        {{ event_type_idx('event_type') }} as event_type_idx,
+    from events
+),
+
+ordered as (
+    select
+        *,
+        row_number() over user_history as user_event_pos,
+        lag(event_ts) over user_history as previous_event_ts,
+    from typed
+    window user_history as (partition by user_id order by event_at, event_type_idx, category_id, item_id)
+),
+
+flagged as (
+    select
+        *,
+        previous_event_ts is null
+        or event_ts - previous_event_ts > {{ var('session_gap_minutes') | int * 60 }} as is_session_start,
+    from ordered
+),
+
+final as (
+    select
+        user_id,
+        item_id,
+        category_id,
+        event_type,
+        event_type_idx,
+        event_at,
+        event_ts,
+        user_event_pos,
+        cast(sum(is_session_start::integer) over (
+            partition by user_id order by user_event_pos rows between unbounded preceding and current row
+        ) as bigint) as session_number,
+        is_session_start,
+        first_load_id,
+        n_copies,
+    from flagged
+)
+
+select * from final
