@@ -281,7 +281,7 @@ def fit_pca(paths: Paths, run_dir: Path) -> dict:
     fitted.save(run_dir / "lstm")
     with tracking.step_run(paths, state["parent_run_id"], "fit_pca"):
         tracking.log_metrics({"n_components": fitted.n_components,
-                              "explained_variance": curve.get("explained_variance", 0.0)})
+                              "explained_variance": curve["cumulative"][fitted.n_components - 1]})
         tracking.log_figure(plots.explained_variance(curve), "explained_variance.png")
     return {"n_components": fitted.n_components}
 
@@ -360,9 +360,10 @@ def evaluate(paths: Paths, run_dir: Path) -> dict:
             tracking.log_metrics(champion_metrics, prefix="champion.")
         tracking.log_dict(report, "report.json")
         tracking.log_figure(plots.model_vs_baselines(report), "model_vs_baselines.png")
-        emb = run_dir / "interest_embeddings.parquet"
-        if emb.exists():
-            tracking.log_figure(plots.trajectories(candidate, data), "interest_trajectories.png")
+        seqs = data.sequences[data.sequences["split"] != "score"]
+        some_users = seqs["user_id"].drop_duplicates().head(300)
+        emb = m.interest_embeddings(candidate, seqs[seqs["user_id"].isin(some_users)])
+        tracking.log_figure(plots.trajectories(emb), "interest_trajectories.png")
     _update_state(run_dir, evaluated=True)
     return {"ndcg@10": results[MODEL_NAME]["ndcg@10"],
             "ablation_ndcg@10": results[ABLATION_NAME]["ndcg@10"],

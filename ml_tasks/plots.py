@@ -1,0 +1,88 @@
+"""Figures logged to MLflow. Matplotlib with the Agg backend; every function returns a Figure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _figure(width: float = 7.0, height: float = 4.0):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height), dpi=110)
+
+
+def explained_variance(curve: Mapping[str, Any]):
+    """Cumulative explained variance of the PCA over components, with the chosen count marked."""
+    fig, ax = _figure()
+    ratios = np.asarray(curve.get("explained_variance_ratio") or curve.get("ratios") or [], dtype=float)
+    cumulative = np.cumsum(ratios) if len(ratios) else np.asarray(curve.get("cumulative", []), dtype=float)
+    xs = np.arange(1, len(cumulative) + 1)
+    ax.plot(xs, cumulative, marker="o", ms=3, label="cumulative")
+    if len(ratios):
+        ax.bar(xs, ratios, alpha=0.4, label="per component")
+    chosen = curve.get("n_components")
+    if chosen:
+        ax.axvline(int(chosen), color="k", ls="--", lw=1, label=f"chosen: {int(chosen)}")
+    ax.set(xlabel="principal component", ylabel="explained variance", ylim=(0, 1.02),
+           title="PCA of the LSTM interest embeddings")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def model_vs_baselines(report: Mapping[str, Any], metric: str = "ndcg@10"):
+    """Horizontal bars: every method's metric in a report (EVALUATION.md format), best on top."""
+    results = report["results"]
+    names = sorted((n for n in results if metric in results[n]), key=lambda n: results[n][metric])
+    values = [results[n][metric] for n in names]
+    errors = [results[n].get(f"{metric}_std", 0.0) for n in names]
+    fig, ax = _figure(7.0, 0.45 * len(names) + 1.2)
+    colors = ["tab:orange" if n in ("lstm_pca_predictor", "predictor_without_lstm") else "tab:blue" for n in names]
+    ax.barh(names, values, xerr=errors, color=colors)
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+    n_users = report.get("protocol", {}).get("n_eval_users")
+    ax.set(xlabel=metric, title=f"{report.get('dataset', '')}: model vs baselines ({n_users} users)")
+    fig.tight_layout()
+    return fig
+
+
+def trajectories(embeddings, users: Sequence[str] | None = None, n_users: int = 6):
+    """2-D paths of a few users' interest vectors (first two principal components) over cutoffs.
+
+    ``embeddings``: ``user_id, cutoff_ts, pc_1, pc_2, ...`` (``ml_tasks.model.interest_embeddings``).
+    Without ``users``, picks those whose vector travelled furthest.
+    """
+    frame = embeddings.sort_values(["user_id", "cutoff_ts"])
+    if users is None:
+        start = frame.groupby("user_id")[["pc_1", "pc_2"]].first()
+        end = frame.groupby("user_id")[["pc_1", "pc_2"]].last()
+        moved = np.hypot(end["pc_1"] - start["pc_1"], end["pc_2"] - start["pc_2"])
+        users = list(moved.sort_values(ascending=False).index[:n_users])
+    fig, ax = _figure(6.5, 5.0)
+    for user in users:
+        path = frame[frame["user_id"] == user]
+        ax.plot(path["pc_1"], path["pc_2"], marker="o", ms=3, lw=1, label=str(user))
+        ax.annotate("end", (path["pc_1"].iloc[-1], path["pc_2"].iloc[-1]), fontsize=7)
+    ax.set(xlabel="PC 1", ylabel="PC 2", title="Interest trajectories over cutoffs")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def metrics_over_days(per_day: Sequence[Mapping[str, Any]], methods: Sequence[str], metric: str = "ndcg@10"):
+    """A simulation's metric per replayed day for each method."""
+    fig, ax = _figure()
+    days = [r["day"] for r in per_day]
+    for name in methods:
+        ax.plot(days, [r[name][metric] for r in per_day], marker="o", label=name)
+    ax.set(xlabel="simulated day", ylabel=metric, title="Periodic updates vs a never-updated model")
+    ax.legend()
+    fig.tight_layout()
+    return fig
