@@ -492,28 +492,34 @@ def _event_type_reason(fmt: str) -> str:
 # epoch seconds (double) from an epoch or ISO-8601 string; NULL when it is neither
 _TS_EPOCH_SQL = """
     case
-        when regexp_full_match(ts_raw, '[0-9]{1,12}') then cast(ts_raw as bigint)::double
-        when regexp_full_match(ts_raw, '[+-]?[0-9]{1,12}(\\.[0-9]*)?') then cast(ts_raw as double)
+        when regexp_full_match(ts_raw, '[0-9]{1,18}') then cast(ts_raw as bigint)::double
+        when regexp_full_match(ts_raw, '[+-]?[0-9]{1,18}(\\.[0-9]*)?') then cast(ts_raw as double)
         when regexp_full_match(ts_raw, '[0-9]{4}-[0-9]{2}-[0-9]{2}([T ].*)?')
             then epoch(try_cast(ts_raw as timestamptz))
     end
 """
 
-_PARQUET_FIELDED_SQL = """
-    select
-        file_row_number + 1 as line_number,
-        to_json({'user_id': user_id, 'item_id': item_id, 'category_id': category_id,
-                 'event_type': event_type, 'event_ts': event_ts})::varchar as line,
-        false as bad_quoting,
-        5 as n_fields,
-        trim(cast(user_id as varchar)) as user_id,
-        trim(cast(item_id as varchar)) as item_id,
-        trim(cast(category_id as varchar)) as category_id,
-        trim(cast(event_type as varchar)) as event_type_raw,
-        case when typeof(event_ts) like 'TIMESTAMP%'
-             then cast(epoch(event_ts) as varchar) else trim(cast(event_ts as varchar)) end as ts_raw
-    from read_parquet($path, file_row_number = true)
-"""
+def _parquet_fielded_sql(ts_type: str) -> str:
+    """Parquet rows -> canonical fields as text; a timestamp column becomes epoch seconds first."""
+    if ts_type.upper().startswith(("TIMESTAMP", "DATE")):
+        ts_raw = "cast(epoch(event_ts) as varchar)"
+    else:
+        ts_raw = "trim(cast(event_ts as varchar))"
+    return f"""
+        select
+            file_row_number + 1 as line_number,
+            to_json({{'user_id': user_id, 'item_id': item_id, 'category_id': category_id,
+                      'event_type': event_type, 'event_ts': event_ts}})::varchar as line,
+            false as bad_quoting,
+            5 as n_fields,
+            trim(cast(user_id as varchar)) as user_id,
+            trim(cast(item_id as varchar)) as item_id,
+            trim(cast(category_id as varchar)) as category_id,
+            trim(cast(event_type as varchar)) as event_type_raw,
+            {ts_raw} as ts_raw
+        from read_parquet($path, file_row_number = true)
+    """
+
 
 _MOVIES_SQL = """
     create temp table movies as
@@ -629,7 +635,8 @@ def _is_parquet(path: Path) -> bool:
         return fh.read(4) == b"PAR1"
 
 
-def _check_parquet_columns(con: Any, path: Path) -> None:
+def _check_parquet_columns(con: Any, path: Path) -> str:
+    """The file's columns must be the canonical ones; returns the type of ``event_ts``."""
     try:
         described = con.execute("describe select * from read_parquet($path)", {"path": str(path)}).fetchall()
     except Exception as exc:  # noqa: BLE001 - any reader error means "not a readable Parquet file"
@@ -638,6 +645,7 @@ def _check_parquet_columns(con: Any, path: Path) -> None:
     found = [row[0] for row in described]
     if sorted(found) != sorted(CANONICAL_COLUMNS):
         raise IngestError(f"{path}: expected the columns {','.join(CANONICAL_COLUMNS)}, found {','.join(found)}.")
+    return str(dict((row[0], row[1]) for row in described)["event_ts"])
 
 
 # --- loading ----------------------------------------------------------------------------------------
@@ -670,9 +678,8 @@ def ingest_file(path: Path, fmt: str, warehouse: Path, *, progress: bool = False
                           "rows_duplicate": 0, "blank_lines": 0}
                 skipped = True
             else:
-                if plan.kind == "parquet":
-                    _check_parquet_columns(con, plan.source)
-                counts = _load(con, plan, loaded_at, bar, started)
+                ts_type = _check_parquet_columns(con, plan.source) if plan.kind == "parquet" else ""
+                counts = _load(con, plan, loaded_at, bar, started, ts_type)
                 skipped = False
         finally:
             con.close()
@@ -693,12 +700,13 @@ def ingest_file(path: Path, fmt: str, warehouse: Path, *, progress: bool = False
     }
 
 
-def _load(con: Any, plan: _Plan, loaded_at: datetime, bar: _Progress, started: float) -> dict[str, int]:
+def _load(con: Any, plan: _Plan, loaded_at: datetime, bar: _Progress, started: float,
+          ts_type: str = "") -> dict[str, int]:
     """The transaction: judge every row, insert the valid ones and the rejects, record the load."""
     params: dict[str, Any] = {"path": str(plan.source),
                               "max_epoch": loaded_at.replace(tzinfo=UTC).timestamp() + MAX_FUTURE_S}
     if plan.kind == "parquet":
-        fielded = _PARQUET_FIELDED_SQL
+        fielded = _parquet_fielded_sql(ts_type)
     else:
         params["skip_lines"] = plan.skip_lines
         fielded = _csv_fielded_sql(plan.fmt, dict(plan.positions), plan.n_fields, plan.new_line, plan.simple)
