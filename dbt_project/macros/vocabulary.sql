@@ -21,3 +21,13 @@
 {% macro decay_half_lives() -%}
     {{ return([24, 72, 168]) }}
 {%- endmacro %}
+
+{#- the weight of an event type given by its index (1 = view ...) -#}
+{% macro event_weight_by_idx(column) -%}
+    case {{ column }}
+    {%- for name in var('event_types') %}
+        when {{ loop.index }} then {{ var('event_weights')[name] }}
+    {%- endfor %}
+        else 1.0
+    end
+{%- endmacro %}

@@ -15,16 +15,12 @@ with events as (
     {%- endif %}
 ),
 
-categories as (
-    select category_id, category_idx from {{ ref('int_categories_indexed') }}
-),
-
 final as (
     select
         events.user_id,
         events.item_id,
         events.category_id,
-        categories.category_idx,
+        events.category_idx,
         events.event_type,
         cast(events.event_type_idx as integer) as event_type_idx,
         events.event_at,
@@ -35,7 +31,6 @@ final as (
         events.first_load_id,
         events.n_copies,
     from events
-    inner join categories on events.category_id = categories.category_id
 )
 
 select * from final

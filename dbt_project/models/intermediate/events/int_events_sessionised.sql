@@ -1,17 +1,24 @@
 {#-
-    Distinct events with their place in the user's history: a total order per user (time, then event
-    type, category and item, so ties are broken the same way every run), the position in it, and
-    sessions: a gap longer than session_gap_minutes since the user's previous event starts a new one.
+    Distinct events with their place in the user's history: a total order per user (time, then category
+    index, event type and item, so ties are broken the same way every run and as ml_tasks.online does),
+    the position in it, and sessions: a gap longer than session_gap_minutes since the user's previous
+    event starts a new one.
 -#}
 with events as (
     select * from {{ ref('stg_raw__events') }}
 ),
 
-typed as (
+categories as (
+    select category_id, category_idx from {{ ref('int_categories_indexed') }}
+),
+
+indexed as (
     select
-        *,
-        {{ event_type_idx('event_type') }} as event_type_idx,
+        events.*,
+        categories.category_idx,
+        {{ event_type_idx('events.event_type') }} as event_type_idx,
     from events
+    inner join categories on events.category_id = categories.category_id
 ),
 
 ordered as (
@@ -19,8 +26,8 @@ ordered as (
         *,
         row_number() over user_history as user_event_pos,
         lag(event_ts) over user_history as previous_event_ts,
-    from typed
-    window user_history as (partition by user_id order by event_at, event_type_idx, category_id, item_id)
+    from indexed
+    window user_history as (partition by user_id order by event_at, category_idx, event_type, item_id)
 ),
 
 flagged as (
@@ -36,6 +43,7 @@ final as (
         user_id,
         item_id,
         category_id,
+        category_idx,
         event_type,
         event_type_idx,
         event_at,

@@ -10,6 +10,7 @@
 
     n_history_events: the user's events strictly before the cutoff (the slice [1, n] of the user's
     list); n_until_label_end: those strictly before cutoff + horizon (the label is the slice between).
+    sample_rank: 1, 2, ... over the user's grid samples in time order (score: 0).
     Computed on per-(user, grid bucket) counts, never on per-(event, cutoff) pairs.
 -#}
 {%- set H = horizon_steps() | int -%}
@@ -20,12 +21,16 @@ with protocol as (
 ),
 
 events as (
-    select user_id, event_ts from {{ ref('fct_events') }}
+    select user_key, event_ts from {{ ref('int_events_positioned') }}
+),
+
+users as (
+    select user_key, n_events from {{ ref('int_users_keyed') }}
 ),
 
 user_buckets as (
     select
-        events.user_id,
+        events.user_key,
         {{ bucket_of('events.event_ts', 'protocol.test_cutoff_ts') }} as bucket,
         count(*) as n_events,
     from events
@@ -35,19 +40,19 @@ user_buckets as (
 
 cumulative as (
     select
-        user_id,
+        user_key,
         bucket,
         cast(sum(n_events) over (
-            partition by user_id order by bucket rows between unbounded preceding and current row
+            partition by user_key order by bucket rows between unbounded preceding and current row
         ) as bigint) as n_through_bucket,
     from user_buckets
 ),
 
 -- cutoffs whose label window holds the bucket: j in [bucket - H + 1, bucket], exported ones only
 candidates as (
-    select distinct user_id, cutoff_step
+    select distinct user_key, cutoff_step
     from (
-        select user_id, unnest(range(bucket - {{ H }} + 1, bucket + 1)) as cutoff_step
+        select user_key, unnest(range(bucket - {{ H }} + 1, bucket + 1)) as cutoff_step
         from user_buckets
     )
     where cutoff_step = 0 or cutoff_step <= -{{ H }}
@@ -55,12 +60,12 @@ candidates as (
 
 with_history as (
     select
-        candidates.user_id,
+        candidates.user_key,
         candidates.cutoff_step,
         cumulative.n_through_bucket as n_history_events,
     from candidates
     asof inner join cumulative
-        on candidates.user_id = cumulative.user_id and candidates.cutoff_step > cumulative.bucket
+        on candidates.user_key = cumulative.user_key and candidates.cutoff_step > cumulative.bucket
 ),
 
 with_label_end as (
@@ -69,13 +74,13 @@ with_label_end as (
         cumulative.n_through_bucket as n_until_label_end,
     from with_history
     asof inner join cumulative
-        on with_history.user_id = cumulative.user_id
+        on with_history.user_key = cumulative.user_key
         and with_history.cutoff_step + {{ H }} > cumulative.bucket
 ),
 
 grid_samples as (
     select
-        with_label_end.user_id,
+        with_label_end.user_key,
         protocol.test_cutoff_ts + with_label_end.cutoff_step * {{ step_seconds() }} as cutoff_ts,
         with_label_end.cutoff_step,
         case
@@ -85,19 +90,22 @@ grid_samples as (
         end as split,
         with_label_end.n_history_events,
         with_label_end.n_until_label_end,
+        row_number() over (partition by with_label_end.user_key order by with_label_end.cutoff_step)
+            as sample_rank,
     from with_label_end
     cross join protocol
 ),
 
 score_samples as (
     select
-        totals.user_id,
+        users.user_key,
         protocol.score_cutoff_ts as cutoff_ts,
         cast(null as bigint) as cutoff_step,
         'score' as split,
-        totals.n_events as n_history_events,
-        totals.n_events as n_until_label_end,
-    from (select user_id, count(*) as n_events from events group by user_id) as totals
+        users.n_events as n_history_events,
+        users.n_events as n_until_label_end,
+        0 as sample_rank,
+    from users
     cross join protocol
 ),
 

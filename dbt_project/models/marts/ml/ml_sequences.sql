@@ -14,9 +14,13 @@ histories as (
     select * from {{ ref('int_user_events_listed') }}
 ),
 
+users as (
+    select user_id, user_key from {{ ref('int_users_keyed') }}
+),
+
 joined as (
     select
-        samples.user_id,
+        users.user_id,
         samples.cutoff_ts,
         samples.split,
         samples.n_history_events,
@@ -26,7 +30,8 @@ joined as (
         histories.category_idx_list,
         histories.event_type_idx_list,
     from samples
-    inner join histories on samples.user_id = histories.user_id
+    inner join users on samples.user_key = users.user_key
+    inner join histories on users.user_id = histories.user_id
 ),
 
 sliced as (
