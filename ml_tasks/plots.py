@@ -59,7 +59,10 @@ def trajectories(embeddings, users: Sequence[str] | None = None, n_users: int = 
     ``embeddings``: ``user_id, cutoff_ts, pc_1, pc_2, ...`` (``ml_tasks.model.interest_embeddings``).
     Without ``users``, picks those whose vector travelled furthest.
     """
-    frame = embeddings.sort_values(["user_id", "cutoff_ts"])
+    frame = embeddings.sort_values(["user_id", "cutoff_ts"]).copy()
+    if "pc_2" not in frame.columns:  # a one-component PCA: plot it against time instead
+        frame["pc_2"] = frame["pc_1"]
+        frame["pc_1"] = (frame["cutoff_ts"] - frame["cutoff_ts"].min()) / 86_400.0
     if users is None:
         start = frame.groupby("user_id")[["pc_1", "pc_2"]].first()
         end = frame.groupby("user_id")[["pc_1", "pc_2"]].last()

@@ -225,7 +225,7 @@ def fine_tune_challenger(paths: Paths, run_dir: Path) -> dict:
         return {**result, "fine_tuned_from": None}
     config = _model_config(state)
     data = _load_data(paths)
-    base = m.FittedInterestModel.load(tracking.download_model_dir(paths, champion, run_dir / "champion_dl"))
+    base = tracking.load_fitted_model(paths, champion)
     with tracking.step_run(paths, state["parent_run_id"], "fine_tune_challenger"):
         tracking.log_params({"fine_tuned_from_version": champion, "fine_tune_epochs": config.fine_tune_epochs})
         tuned = m.fine_tune(base, data, config)
@@ -338,8 +338,7 @@ def evaluate(paths: Paths, run_dir: Path) -> dict:
     champion = state.get("champion_at_start")
     champion_metrics = None
     if champion is not None:
-        champ_model = m.FittedInterestModel.load(
-            tracking.download_model_dir(paths, champion, run_dir / "champion_eval"))
+        champ_model = tracking.load_fitted_model(paths, champion)
         champion_metrics = ctx.metrics(ev.model_score_matrix(champ_model, data, ctx, use_lstm=True))
     report = {
         "dataset": "warehouse",
@@ -517,11 +516,7 @@ def score_users(paths: Paths, active_days: float | None = None, parent_run_id: s
         raise PipelineError("no champion model to score with; train one first (python -m ml_tasks train)")
     data = _load_data(paths)
     active_days = DEFAULT_ACTIVE_DAYS if active_days is None else active_days
-    cache = paths.artifact_dir / "models" / f"v{champion}"
-    model_dir = cache / "model_dir"
-    if not (model_dir / "model.json").exists():
-        model_dir = tracking.download_model_dir(paths, champion, cache)
-    fitted = m.FittedInterestModel.load(model_dir)
+    fitted = tracking.load_fitted_model(paths, champion)
     seqs = data.sequences
     score_cutoff = int(data.protocol["score_cutoff_ts"])
     rows = scoring.active_users(seqs[seqs["split"] == "score"], active_days)
@@ -601,14 +596,26 @@ def train_pipeline(paths: Paths, overrides: dict[str, Any] | None = None, margin
                    run_dir: Path | None = None) -> dict:
     """The ``train_interest_model`` DAG's steps in one process."""
     run_dir = run_dir or _cli_run_dir(paths, "train")
-    out = {"start": start_training(paths, run_dir, kind="full_retrain", overrides=overrides)}
-    out["train"] = train_sequence_model(paths, run_dir)
-    out["features"] = extract_interest_features(paths, run_dir)
-    out["pca"] = fit_pca(paths, run_dir)
-    out["predictor"] = fit_predictor(paths, run_dir)
-    out["evaluate"] = evaluate(paths, run_dir)
-    out["register"] = register_model(paths, run_dir, margin=margin)
-    out["score"] = score_run(paths, run_dir)
+    return _run_steps([
+        ("start", lambda: start_training(paths, run_dir, kind="full_retrain", overrides=overrides)),
+        ("train", lambda: train_sequence_model(paths, run_dir)),
+        ("features", lambda: extract_interest_features(paths, run_dir)),
+        ("pca", lambda: fit_pca(paths, run_dir)),
+        ("predictor", lambda: fit_predictor(paths, run_dir)),
+        ("evaluate", lambda: evaluate(paths, run_dir)),
+        ("register", lambda: register_model(paths, run_dir, margin=margin)),
+        ("score", lambda: score_run(paths, run_dir)),
+    ])
+
+
+def _run_steps(steps: list[tuple[str, Any]]) -> dict:
+    """Run named steps in order; each result gets its wall time (``seconds``)."""
+    out: dict[str, Any] = {}
+    for name, call in steps:
+        started = time.perf_counter()
+        result = call()
+        out[name] = {**result, "seconds": round(time.perf_counter() - started, 1)}
+        log.info("%s done in %.1fs", name, out[name]["seconds"])
     return out
 
 
@@ -621,14 +628,16 @@ def update_pipeline(paths: Paths, margin: float | None = None, overrides: dict[s
                     run_dir: Path | None = None, refresh: bool = True) -> dict:
     """The ``update_interest_model`` DAG's steps in one process."""
     run_dir = run_dir or _cli_run_dir(paths, "update")
-    out = {"start": start_training(paths, run_dir, kind="periodic_update", overrides=overrides)}
+    steps = [("start", lambda: start_training(paths, run_dir, kind="periodic_update", overrides=overrides))]
     if refresh:
-        out["refresh"] = refresh_warehouse(paths, run_dir)
-    out["fine_tune"] = fine_tune_challenger(paths, run_dir)
-    out["evaluate"] = evaluate(paths, run_dir)
-    out["register"] = register_model(paths, run_dir, margin=0.01 if margin is None else margin)
-    out["score"] = score_run(paths, run_dir)
-    return out
+        steps.append(("refresh", lambda: refresh_warehouse(paths, run_dir)))
+    steps += [
+        ("fine_tune", lambda: fine_tune_challenger(paths, run_dir)),
+        ("evaluate", lambda: evaluate(paths, run_dir)),
+        ("register", lambda: register_model(paths, run_dir, margin=0.01 if margin is None else margin)),
+        ("score", lambda: score_run(paths, run_dir)),
+    ]
+    return _run_steps(steps)
 
 
 def evaluate_file(paths: Paths, events: Path, fmt: str, out: Path, horizon_days: float = 2.0,

@@ -252,15 +252,12 @@ def model_uri(version: int | None = None, alias: str | None = CHAMPION_ALIAS) ->
     return f"models:/{REGISTERED_MODEL_NAME}@{alias}"
 
 
-def download_model_dir(paths: Paths, version: int, dst: Path) -> Path:
-    """Download a registered version's model folder (the files ``model.load`` reads) to ``dst``."""
+def load_fitted_model(paths: Paths, version: int) -> Any:
+    """The ``ml_tasks.model.FittedInterestModel`` inside a registered version (through pyfunc)."""
     import mlflow
 
     configure(paths)
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"{model_uri(version)}/artifacts/model_dir", dst_path=str(dst)
-    )
-    return Path(local)
+    return mlflow.pyfunc.load_model(model_uri(version)).unwrap_python_model().model
 
 
 def latest_runs(paths: Paths, filter_string: str = "", max_results: int = 20) -> Any:
