@@ -50,7 +50,7 @@ DATA_ARGS = ["--users", "200", "--days", "10"]
 SERVER_START_TIMEOUT = 600
 UI_TIMEOUT_MS = 90_000
 DATA_STEP_TIMEOUT = 1200
-DAG_RUN_TIMEOUT = 2400
+DAG_RUN_TIMEOUT = 1800
 
 
 # --- screenshots ----------------------------------------------------------------------------------
@@ -190,12 +190,22 @@ class AirflowAPI:
                 log = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/"
                                f"{ti['task_id']}/logs/{max(ti.get('try_number') or 1, 1)}", full_content="true")
                 content = log.get("content") if isinstance(log, dict) else log
-                text = "\n".join(e.get("event", "") if isinstance(e, dict) else str(e) for e in content) \
-                    if isinstance(content, list) else str(content)
-                lines.append(text[-3000:])
+                entries = content if isinstance(content, list) else [content]
+                lines.append("\n".join(_log_line(e) for e in entries)[-4000:])
             except (urllib.error.URLError, ValueError, KeyError) as exc:
                 lines.append(f"  (log unavailable: {exc})")
         return "\n".join(lines)
+
+
+def _log_line(entry) -> str:
+    """One entry of Airflow 3's structured task log, with the exception and where it was raised."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    line = str(entry.get("event", ""))
+    for error in entry.get("error_detail") or []:
+        frames = [f"{f['filename']}:{f['lineno']} {f['name']}" for f in error.get("frames", [])[-4:]]
+        line += f"\n  {error.get('exc_type')}: {error.get('exc_value')}\n    " + "\n    ".join(frames)
+    return line
 
 
 @pytest.fixture(scope="session")
