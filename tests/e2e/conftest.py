@@ -328,9 +328,9 @@ def trained_run(airflow, airflow_api, project_dags, pipeline_data, browser) -> T
         form = page.get_by_role("dialog")
         form.get_by_text("Maximum LSTM epochs", exact=False).wait_for()  # params are typed and described
         form.locator("input[name=element_epochs]").fill("2")
+        screenshot(page, "airflow-trigger-form", "airflow-trigger.png")
         form.get_by_text("Advanced Options", exact=True).click()
         form.locator("input[name=dagRunId]").fill(run_id)
-        screenshot(page, "airflow-trigger-form", "airflow-trigger.png")
         form.get_by_role("button", name="Trigger", exact=True).click()
         form.wait_for(state="hidden")
     finally:

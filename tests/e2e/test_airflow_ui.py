@@ -50,10 +50,10 @@ def test_login_and_see_the_project_dags(page, airflow, project_dags, airflow_api
     # the warehouse writers' pool exists with its single slot
     pool = airflow_api.get("/api/v2/pools/warehouse_writer")
     assert pool["slots"] == 1
-    # every DAG explains itself to the operator
+    # every DAG explains itself to the operator (doc_md, shown by the UI's "Dag docs" button)
     for dag_id in PROJECT_DAGS:
-        details = airflow_api.get(f"/api/v2/dags/{dag_id}/details")
-        assert (details.get("doc_md") or "").strip().startswith(f"### {dag_id}"), dag_id
+        doc = airflow_api.get(f"/api/v2/dags/{dag_id}/details").get("doc_md") or ""
+        assert dag_id in doc and len(doc) > 200, f"{dag_id} has no operator docs"
 
 
 def test_trigger_train_interest_model_and_see_it_succeed(page, airflow, trained_run, airflow_api):
