@@ -60,7 +60,7 @@ def build_warehouse():
         ),
         profile_config=ProfileConfig(
             profile_name="interest_pipeline",
-            target_name="dev",
+            target_name="local",
             profiles_yml_filepath=PATHS.dbt_project_dir / "profiles.yml",
         ),
         execution_config=ExecutionConfig(
