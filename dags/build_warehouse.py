@@ -2,8 +2,9 @@
 ### build_warehouse
 
 Turns `raw.events` into clean, point-in-time user sequences with **dbt** (dbt-duckdb), rendered by
-astronomer-cosmos: every dbt model is a task followed by a task with its tests, so a failing test
-stops exactly the models downstream of it.
+astronomer-cosmos: every dbt model is one task that builds the model and runs its tests
+(`dbt build --select model`), so a failing test stops exactly the models downstream of it; tests that
+span two models run in their own task once both are built.
 
 Layers: `staging` (types, vocabulary, dedup) → `intermediate` (sessions, user × category × day) →
 `marts` (`dim_categories`, `fct_events`, interest facts) → `marts/ml` (`ml_sequences`,
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from airflow.sdk import dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-from cosmos.constants import InvocationMode, LoadMode, TestBehavior
+from cosmos.constants import InvocationMode, LoadMode, TestBehavior, TestIndirectSelection
 from pipeline_common import DEFAULT_ARGS, ML_SEQUENCES, RAW_EVENTS, START_DATE, WAREHOUSE_POOL
 
 from ml_tasks.config import Paths, WarehouseConfig
@@ -66,10 +67,12 @@ def build_warehouse():
         execution_config=ExecutionConfig(
             invocation_mode=InvocationMode.SUBPROCESS,
             dbt_executable_path=DBT_EXECUTABLE,
+            test_indirect_selection=TestIndirectSelection.CAUTIOUS,
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST if MANIFEST.exists() else LoadMode.DBT_LS,
-            test_behavior=TestBehavior.AFTER_EACH,
+            test_behavior=TestBehavior.BUILD,
+            should_detach_multiple_parents_tests=True,
             dbt_executable_path=DBT_EXECUTABLE,
             invocation_mode=InvocationMode.SUBPROCESS,
             emit_datasets=False,
