@@ -1,0 +1,257 @@
+"""The evaluation protocol of ``shared/docs/EVALUATION.md``: model, ablation and baselines, same users.
+
+Pure: frames and config in, a JSON-safe report dict out; no mlflow/duckdb/airflow.
+
+``run_evaluation(data, config, seeds, dataset)``:
+
+1. Baselines at the test cutoff ``T_test`` over every evaluated user (an event before ``T_test`` and
+   one in ``[T_test, T_test + horizon)``), ranking every category seen before ``T_test``;
+   ``recency_decay`` uses the half-life that maximises NDCG@10 at the validation cutoff
+   (``recency_decay_72h`` is reported too).
+2. Per seed: the selection fit (everything before ``T_val``, early stopping at ``T_val``; its
+   validation metrics are reported), then the final fit (up to ``T_test``, the selected number of
+   epochs), scored at ``T_test``. ``lstm_pca_predictor`` and ``predictor_without_lstm`` report the
+   mean over seeds and ``*_std``.
+
+``switch_follow(model, data, truth)``: on synthetic data, how fast each model's top-1 category follows
+a planted interest switch (events after the switch), and NDCG@10 after it.
+
+Public API::
+
+    CutoffContext / cutoff_context(events, cutoff_ts, horizon_hours)
+    baseline_metrics(data, ctx, half_life_hours, weights=EVENT_WEIGHTS) -> {name: metrics}
+    tune_half_life(data, grid) -> (best_half_life, {half_life: ndcg@10 at T_val})
+    model_score_matrix(model, data, ctx, use_lstm=True) -> ndarray[n_users, n_candidates]
+    run_evaluation(data, config, seeds=(0, 1, 2), dataset="dataset", progress=None) -> report
+    switch_follow(model, data, truth, max_events=20) -> dict
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml_tasks import baselines
+from ml_tasks.config import ModelConfig
+from ml_tasks.features import ABLATION_NAME, BASELINE_NAMES, EVENT_WEIGHTS, METRIC_NAMES, MODEL_NAME
+from ml_tasks.metrics import per_user_metrics, ranking_metrics, tie_break_rank
+
+
+@dataclass
+class CutoffContext:
+    """Who is evaluated at a cutoff, what can be ranked, and what is relevant."""
+
+    cutoff_ts: int
+    horizon_hours: float
+    users: list[str]
+    candidates: np.ndarray  # category_idx seen before the cutoff (sorted)
+    relevant: list[np.ndarray]  # distinct categories in the label window, per user
+    history: list[np.ndarray]  # distinct categories before the cutoff, per user
+    popularity: np.ndarray  # events per candidate in the last horizon (all users)
+    tie_break: np.ndarray
+
+    def metrics(self, scores: np.ndarray) -> dict[str, float]:
+        return ranking_metrics(scores, self.candidates, self.relevant, self.tie_break, self.history)
+
+
+def cutoff_context(events: pd.DataFrame, cutoff_ts: int, horizon_hours: float) -> CutoffContext:
+    before = events[events["event_ts"] < cutoff_ts]
+    window = events[(events["event_ts"] >= cutoff_ts) & (events["event_ts"] < cutoff_ts + horizon_hours * 3600)]
+    users = sorted(set(before["user_id"].astype(str)) & set(window["user_id"].astype(str)))
+    candidates = np.sort(before["category_idx"].unique()).astype(np.int64)
+
+    def per_user(frame: pd.DataFrame) -> list[np.ndarray]:
+        frame = frame[frame["user_id"].astype(str).isin(users)]
+        groups = frame.groupby(frame["user_id"].astype(str))["category_idx"].unique()
+        return [np.sort(np.asarray(groups.get(u, []), dtype=np.int64)) for u in users]
+
+    pop = baselines.popularity_counts(events, cutoff_ts, candidates, horizon_hours)
+    return CutoffContext(
+        cutoff_ts=int(cutoff_ts),
+        horizon_hours=horizon_hours,
+        users=users,
+        candidates=candidates,
+        relevant=per_user(window),
+        history=per_user(before),
+        popularity=pop,
+        tie_break=tie_break_rank(candidates, pop),
+    )
+
+
+def _events(data: Any) -> pd.DataFrame:
+    ev = data.events
+    if ev["user_id"].dtype != object:
+        ev = ev.assign(user_id=ev["user_id"].astype(str))
+    return ev
+
+
+def baseline_metrics(
+    data: Any, ctx: CutoffContext, half_life_hours: float, weights: Mapping[str, float] = EVENT_WEIGHTS
+) -> dict[str, dict[str, float]]:
+    ev = _events(data)
+    out = {}
+    for name in BASELINE_NAMES:
+        scores = baselines.baseline_scores(
+            name, ev, ctx.cutoff_ts, ctx.users, ctx.candidates, ctx.horizon_hours, half_life_hours, weights
+        )
+        out[name] = ctx.metrics(scores)
+    return out
+
+
+def tune_half_life(
+    data: Any, grid: Sequence[float], weights: Mapping[str, float] = EVENT_WEIGHTS
+) -> tuple[float, dict[float, float]]:
+    """The ``recency_decay`` half-life with the best NDCG@10 at the validation cutoff."""
+    ev = _events(data)
+    ctx = cutoff_context(ev, data.val_cutoff_ts, data.horizon_hours)
+    results = {}
+    for hl in grid:
+        s = baselines.recency_decay(ev, ctx.cutoff_ts, ctx.users, ctx.candidates, ctx.horizon_hours, hl, weights)
+        results[float(hl)] = ctx.metrics(s)["ndcg@10"]
+    best = max(results, key=lambda h: (results[h], -abs(h - 72.0)))
+    return best, results
+
+
+def _rows_for(data: Any, ctx: CutoffContext) -> pd.DataFrame:
+    seqs = data.sequences
+    rows = seqs[seqs["cutoff_ts"] == ctx.cutoff_ts].copy()
+    rows["user_id"] = rows["user_id"].astype(str)
+    rows = rows.set_index("user_id")
+    missing = [u for u in ctx.users if u not in rows.index]
+    if missing:
+        raise ValueError(f"{len(missing)} evaluated users have no ml_sequences row at cutoff {ctx.cutoff_ts}")
+    return rows.loc[ctx.users].reset_index()
+
+
+def model_score_matrix(model: Any, data: Any, ctx: CutoffContext, use_lstm: bool = True) -> np.ndarray:
+    """The fitted model's (or its ablation's) scores for ``ctx``'s users over ``ctx.candidates``."""
+    from ml_tasks.model import score_pairs
+    from ml_tasks.predictor import score_matrix
+
+    rows = _rows_for(data, ctx)
+    pf = data.pair_features
+    pf = pf[pf["cutoff_ts"] == ctx.cutoff_ts]
+    pf = pf.assign(user_id=pf["user_id"].astype(str))
+    pairs, scores = score_pairs(model, rows, pf, use_lstm=use_lstm)
+    return score_matrix(pairs, scores, len(rows), ctx.candidates)
+
+
+def _summarise(runs: list[dict[str, float]]) -> dict[str, float]:
+    keys = [k for k in runs[0] if isinstance(runs[0][k], int | float)]
+    out: dict[str, float] = {}
+    for k in keys:
+        vals = np.array([r.get(k, np.nan) for r in runs], dtype=float)
+        out[k] = float(np.nanmean(vals))
+        if not k.startswith("n_users"):
+            out[f"{k}_std"] = float(np.nanstd(vals))
+    out["n_seeds"] = len(runs)
+    return out
+
+
+def run_evaluation(
+    data: Any,
+    config: ModelConfig,
+    seeds: Sequence[int] = (0, 1, 2),
+    dataset: str = "dataset",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The report of EVALUATION.md "Report format" (plus details: validation metrics, timings)."""
+    from ml_tasks.model import select_and_fit
+
+    say = progress or (lambda _msg: None)
+    t0 = time.perf_counter()
+    ev = _events(data)
+    test_ctx = cutoff_context(ev, data.test_cutoff_ts, data.horizon_hours)
+    val_ctx = cutoff_context(ev, data.val_cutoff_ts, data.horizon_hours)
+    best_hl, hl_curve = tune_half_life(data, config.half_life_grid)
+    say(f"half-life tuned on the validation cutoff: {best_hl:g} h")
+    results: dict[str, dict[str, float]] = {}
+    seed_runs: dict[str, list[dict[str, float]]] = {MODEL_NAME: [], ABLATION_NAME: []}
+    val_runs: dict[str, list[dict[str, float]]] = {MODEL_NAME: [], ABLATION_NAME: []}
+    fits = []
+    for seed in seeds:
+        cfg = replace(config, seed=int(seed))
+        final, selection = select_and_fit(data, cfg)
+        for name, use_lstm in ((MODEL_NAME, True), (ABLATION_NAME, False)):
+            val_runs[name].append(val_ctx.metrics(model_score_matrix(selection, data, val_ctx, use_lstm)))
+            seed_runs[name].append(test_ctx.metrics(model_score_matrix(final, data, test_ctx, use_lstm)))
+        fits.append(
+            {
+                "seed": int(seed),
+                "selected_epochs": final.info.get("selected_epochs"),
+                "selection_fit_seconds": selection.info.get("fit_seconds"),
+                "final_fit_seconds": final.info.get("fit_seconds"),
+                "n_components": final.n_components,
+                "val_ndcg@10": val_runs[MODEL_NAME][-1]["ndcg@10"],
+                "test_ndcg@10": seed_runs[MODEL_NAME][-1]["ndcg@10"],
+                "lstm_history": selection.info["lstm"]["history"],
+                "train_sequences_per_s": selection.info["lstm"]["sequences_per_s"],
+            }
+        )
+        say(
+            f"seed {seed}: val {val_runs[MODEL_NAME][-1]['ndcg@10']:.4f} "
+            f"(ablation {val_runs[ABLATION_NAME][-1]['ndcg@10']:.4f}), "
+            f"test {seed_runs[MODEL_NAME][-1]['ndcg@10']:.4f} (ablation {seed_runs[ABLATION_NAME][-1]['ndcg@10']:.4f})"
+        )
+    for name in (MODEL_NAME, ABLATION_NAME):
+        results[name] = _summarise(seed_runs[name])
+    base = baseline_metrics(data, test_ctx, best_hl)
+    results.update(base)
+    results["recency_decay_72h"] = baseline_metrics_one(data, test_ctx, "recency_decay", 72.0)
+    validation = {name: _summarise(runs) for name, runs in val_runs.items()}
+    validation.update(baseline_metrics(data, val_ctx, best_hl))
+    best_baseline = max(BASELINE_NAMES, key=lambda n: results[n]["ndcg@10"])
+    model_ndcg = results[MODEL_NAME]["ndcg@10"]
+    return {
+        "dataset": dataset,
+        "protocol": {
+            "cutoff_ts": test_ctx.cutoff_ts,
+            "val_cutoff_ts": val_ctx.cutoff_ts,
+            "horizon_days": data.horizon_hours / 24,
+            "n_eval_users": len(test_ctx.users),
+            "n_val_users": len(val_ctx.users),
+            "n_categories": int(len(test_ctx.candidates)),
+            "seeds": [int(s) for s in seeds],
+            "event_weights": dict(EVENT_WEIGHTS),
+        },
+        "results": results,
+        "metrics": list(METRIC_NAMES),
+        "half_life_hours": best_hl,
+        "half_life_validation_ndcg@10": {str(k): v for k, v in hl_curve.items()},
+        "validation": validation,
+        "summary": {
+            "best_baseline": best_baseline,
+            "model_vs_best_baseline": model_ndcg / results[best_baseline]["ndcg@10"],
+            "model_vs_ablation": model_ndcg / results[ABLATION_NAME]["ndcg@10"],
+            "lstm_adds_signal": bool(model_ndcg > results[ABLATION_NAME]["ndcg@10"]),
+        },
+        "fits": fits,
+        "config": {k: v for k, v in config.__dict__.items() if k != "extra"},
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def baseline_metrics_one(
+    data: Any, ctx: CutoffContext, name: str, half_life_hours: float, weights: Mapping[str, float] = EVENT_WEIGHTS
+) -> dict[str, float]:
+    s = baselines.baseline_scores(
+        name, _events(data), ctx.cutoff_ts, ctx.users, ctx.candidates, ctx.horizon_hours, half_life_hours, weights
+    )
+    return ctx.metrics(s)
+
+
+__all__ = [
+    "CutoffContext",
+    "baseline_metrics",
+    "baseline_metrics_one",
+    "cutoff_context",
+    "model_score_matrix",
+    "per_user_metrics",
+    "run_evaluation",
+    "tune_half_life",
+]

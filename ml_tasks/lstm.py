@@ -1,0 +1,264 @@
+"""The sequence model: Keras 3 (TensorFlow backend) stacked LSTMs over a user's recent events.
+
+This is the only module that imports keras/tensorflow at module level; :mod:`ml_tasks.model`
+imports it lazily, so ``import ml_tasks.model`` stays cheap.
+
+Architecture (inputs from :mod:`ml_tasks.sequences`)::
+
+    cat  -> TiedEmbedding E (V + 2, embedding_dim; masks 0) --+
+    etype -> Embedding(7, 4) ---------------------------------+-> concat -> Dropout
+    gaps (log hours to cutoff, log hours since previous) -----+
+      -> LSTM(units[0], return_sequences) -> ... -> LSTM(units[-1], return_sequences, name="interest_lstm")
+         |-> last ``next_positions`` steps -> Dense(embedding_dim) -> @ E.T + b  "next": next-event logits
+         '-> last step h -> Dense(embedding_dim) -> @ E.T + b                  "window": next-window logits
+
+Losses: masked sparse cross-entropy on ``next`` (targets 0 ignored), cross-entropy against the
+label-window distribution on ``window`` (rows without a usable label window contribute 0).
+The user's *interest embedding* is the last LSTM layer's output at the last position
+(:func:`hidden_states`); the ``window`` head's kernel is the category representation in the same
+space (:func:`category_vectors`).
+
+Public API::
+
+    set_seed(seed)
+    build_model(n_outputs, config, sequence_length) -> keras.Model
+    compile_model(model, config)
+    train(model, train_arrays, val_arrays, config, n_outputs, epochs=None, early_stopping=True)
+        -> dict(history=..., best_epoch=..., epochs_run=..., seconds=..., sequences_per_s=...)
+    readout(model, arrays, batch_size=512) -> {"state": [n, units], "window": [n, V + 2], "next": [n, V + 2]}
+    hidden_states(model, arrays, batch_size=512) -> ndarray[n, units]
+    window_log_probs(model, arrays, batch_size=512) -> ndarray[n, V + 2]
+    category_vectors(model) -> (kernel[units, V + 2], bias[V + 2])
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from ml_tasks.config import ModelConfig
+from ml_tasks.features import EVENT_TYPE_INDEX
+from ml_tasks.sequences import SequenceArrays, make_dataset
+
+STATE_LAYER = "interest_lstm"
+
+
+def set_seed(seed: int) -> None:
+    """The one place seeds are set: Python, numpy and the backend (``keras.utils.set_random_seed``)."""
+    keras.utils.set_random_seed(int(seed))
+
+
+@keras.saving.register_keras_serializable(package="ml_tasks")
+def masked_next_loss(y_true, y_pred):
+    """Sparse cross-entropy from logits per position, 0 where the target is 0 (``[batch, K]``)."""
+    y_true = ops.cast(y_true, "int32")
+    mask = ops.cast(ops.not_equal(y_true, 0), y_pred.dtype)
+    return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True) * mask
+
+
+@keras.saving.register_keras_serializable(package="ml_tasks")
+def window_distribution_loss(y_true, y_pred):
+    """Cross-entropy of the label-window distribution (all-zero rows give 0)."""
+    return -ops.sum(y_true * ops.log_softmax(y_pred, axis=-1), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="ml_tasks")
+class TiedEmbedding(layers.Layer):
+    """Category embedding shared by the input and the output heads (weight tying).
+
+    ``layer(ids)`` embeds; ``layer(x, logits=True)`` returns ``x @ E.T``: a
+    category's output vector is its input embedding, so a history the LSTM summarises lands near
+    the categories it contains, and rare categories share what the input side learned about them.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, init_scale: float = 0.05, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.input_dim = int(input_dim)
+        self.output_dim = int(output_dim)
+        self.init_scale = float(init_scale)
+
+    def build(self, input_shape: Any) -> None:
+        self.embeddings = self.add_weight(
+            shape=(self.input_dim, self.output_dim),
+            initializer=keras.initializers.RandomNormal(stddev=self.init_scale),
+            name="embeddings",
+        )
+
+    def call(self, inputs, logits: bool = False):
+        if logits:
+            return ops.matmul(inputs, ops.transpose(self.embeddings))
+        return ops.take(self.embeddings, ops.cast(inputs, "int32"), axis=0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "init_scale": self.init_scale,
+        }
+
+
+@keras.saving.register_keras_serializable(package="ml_tasks")
+class Bias(layers.Layer):
+    """A learned per-category bias added to the tied logits."""
+
+    def __init__(self, units: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units = int(units)
+
+    def build(self, input_shape: Any) -> None:
+        self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")
+
+    def call(self, inputs):
+        return inputs + self.bias
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units}
+
+
+def build_model(n_outputs: int, config: ModelConfig, sequence_length: int) -> keras.Model:
+    """The two-headed sequence model; ``sequence_length`` is fixed so the LSTMs can be unrolled."""
+    cat = keras.Input((sequence_length,), dtype="int32", name="cat")
+    etype = keras.Input((sequence_length,), dtype="int32", name="etype")
+    gaps = keras.Input((sequence_length, 2), dtype="float32", name="gaps")
+    categories = TiedEmbedding(
+        n_outputs, config.embedding_dim, init_scale=config.embedding_init, name="category_embedding"
+    )
+    cat_emb = categories(cat)
+    mask = ops.not_equal(cat, 0)  # padding (index 0) is skipped by the LSTMs
+    et_emb = layers.Embedding(len(EVENT_TYPE_INDEX) + 1, 4, name="event_type_embedding")(etype)
+    x = layers.Concatenate(name="event_features")([cat_emb, et_emb, gaps])
+    x = layers.Dropout(config.dropout, name="input_dropout")(x)
+    for i, units in enumerate(config.lstm_units):
+        last = i == len(config.lstm_units) - 1
+        x = layers.LSTM(
+            units, return_sequences=True, unroll=config.unroll, name=STATE_LAYER if last else f"lstm_{i + 1}"
+        )(x, mask=mask)
+    state = x[:, -1, :]
+    k = min(config.next_positions or sequence_length, sequence_length)
+    recent = layers.Dropout(config.dropout, name="next_dropout")(x[:, sequence_length - k :, :])
+    next_proj = layers.Dense(config.embedding_dim, name="next_projection")(recent)
+    next_logits = Bias(n_outputs, name="next")(categories(next_proj, logits=True))
+    window_proj = layers.Dense(config.embedding_dim, name="window_projection")(
+        layers.Dropout(config.dropout, name="window_dropout")(state)
+    )
+    window_logits = Bias(n_outputs, name="window")(categories(window_proj, logits=True))
+    return keras.Model({"cat": cat, "etype": etype, "gaps": gaps}, {"next": next_logits, "window": window_logits})
+
+
+def next_positions(model: keras.Model) -> int:
+    """How many of the last positions carry the next-event objective."""
+    return int(model.get_layer("next").output.shape[1])
+
+
+def compile_model(model: keras.Model, config: ModelConfig, learning_rate: float | None = None) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate or config.learning_rate, clipnorm=config.clipnorm),
+        loss={"next": masked_next_loss, "window": window_distribution_loss},
+        loss_weights={"next": config.next_loss_weight, "window": config.window_loss_weight},
+    )
+
+
+def train(
+    model: keras.Model,
+    train_arrays: SequenceArrays,
+    val_arrays: SequenceArrays | None,
+    config: ModelConfig,
+    n_outputs: int,
+    epochs: int | None = None,
+    early_stopping: bool = True,
+) -> dict[str, Any]:
+    """Fit in place; early stopping on ``config.early_stopping_monitor`` of ``val_arrays`` (best weights kept)."""
+    epochs = int(epochs or config.epochs)
+    k = next_positions(model)
+    train_ds = make_dataset(
+        train_arrays, n_outputs, config.batch_size, shuffle=True, seed=config.seed, next_positions=k
+    )
+    val_ds = None
+    callbacks: list[keras.callbacks.Callback] = []
+    if val_arrays is not None and len(val_arrays):
+        val_ds = make_dataset(val_arrays, n_outputs, 512, next_positions=k)
+        if early_stopping:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor=config.early_stopping_monitor,
+                    patience=config.early_stopping_patience,
+                    restore_best_weights=True,
+                    mode="min",
+                )
+            )
+    start = time.perf_counter()
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+    seconds = time.perf_counter() - start
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    epochs_run = len(next(iter(history.values()))) if history else 0
+    if config.early_stopping_monitor in history and early_stopping:
+        best_epoch = int(np.argmin(history[config.early_stopping_monitor])) + 1
+    else:
+        best_epoch = epochs_run
+    return {
+        "history": history,
+        "best_epoch": best_epoch,
+        "epochs_run": epochs_run,
+        "seconds": seconds,
+        "sequences_per_s": epochs_run * len(train_arrays) / seconds if seconds > 0 else float("nan"),
+    }
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+
+
+def _readout_model(model: keras.Model) -> keras.Model:
+    """One forward pass for everything downstream needs (cached on the model object)."""
+    readout = getattr(model, "_iep_readout", None)
+    if readout is None:
+        state = model.get_layer(STATE_LAYER).output[:, -1, :]
+        outputs = {"state": state, "window": model.get_layer("window").output}
+        outputs["next"] = model.get_layer("next").output[:, -1, :]
+        readout = keras.Model(model.inputs, outputs)
+        model._iep_readout = readout
+    return readout
+
+
+def readout(model: keras.Model, arrays: SequenceArrays, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """For every sample: ``state`` (the last LSTM layer's output at the most recent position,
+    ``[n, units]``: the interest embedding), ``window`` (log-probabilities of the next-window head,
+    ``[n, V + 2]``) and ``next`` (log-probabilities of the next event after the cutoff)."""
+    if not len(arrays):
+        n_out = int(model.get_layer("window").output.shape[-1])
+        units = int(model.get_layer(STATE_LAYER).output.shape[-1])
+        return {"state": np.zeros((0, units)), "window": np.zeros((0, n_out)), "next": np.zeros((0, n_out))}
+    out = _readout_model(model).predict(arrays.inputs(), batch_size=batch_size, verbose=0)
+    return {
+        "state": np.asarray(out["state"], dtype=np.float64),
+        "window": _log_softmax(out["window"]),
+        "next": _log_softmax(out["next"]),
+    }
+
+
+def hidden_states(model: keras.Model, arrays: SequenceArrays, batch_size: int = 512) -> np.ndarray:
+    """The last LSTM layer's output at the last (most recent) position: ``[n, units]``."""
+    return readout(model, arrays, batch_size)["state"]
+
+
+def window_log_probs(model: keras.Model, arrays: SequenceArrays, batch_size: int = 512) -> np.ndarray:
+    """Log-softmax of the next-window head: ``[n, V + 2]``."""
+    return readout(model, arrays, batch_size)["window"]
+
+
+def category_vectors(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
+    """Categories in the hidden-state space: ``logit_c = h @ kernel[:, c] + bias[c]`` (window head).
+
+    ``kernel = W_proj @ E.T`` (``[units, V + 2]``) and ``bias = b_proj @ E.T + b``.
+    """
+    emb = np.asarray(model.get_layer("category_embedding").get_weights()[0], dtype=np.float64)
+    w_proj, b_proj = (np.asarray(w, dtype=np.float64) for w in model.get_layer("window_projection").get_weights())
+    (b,) = model.get_layer("window").get_weights()
+    return w_proj @ emb.T, b_proj @ emb.T + np.asarray(b, dtype=np.float64)

@@ -1,0 +1,290 @@
+"""The predictor: scores (user, cutoff, candidate category) pairs; logistic regression by default.
+
+Pure pandas/numpy/scikit-learn; no side effects at import.
+
+A *sample* is one ``ml_sequences`` row (user, cutoff); ``rows`` is a frame of samples whose position
+(``row`` = 0..n-1) indexes the LSTM outputs. For each sample the candidates are the user's history
+categories (the ``ml_pair_features`` rows), the ``n_popular`` most popular categories of the last
+horizon and, when the LSTM is used, its head's ``top_k`` categories. Every other category seen before
+the cutoff ranks below the candidates, in popularity order (:func:`score_matrix`).
+
+Features of a pair:
+
+- recency/frequency (``ml_pair_features``, zero/neutral outside the history): log counts, weighted
+  counts and decayed counts (24/72/168 h), hours and events since the last event on the category,
+  events in the last horizon, the same as shares of the user's totals, the rank of the 72 h decay
+  within the user's history, "is the last category", "in history";
+- popularity at the cutoff (all users): events in the last horizon and before the cutoff, rank;
+- LSTM/PCA (only with an :class:`LstmBlock`): the head's log-probability of the category and its
+  rank, and the PCA interest vector ``z`` interacting with the category's vector in the same
+  principal axes (``z_j * w_cj``, j = 1..k: the LSTM head's logit split along the components).
+
+The ablation ``predictor_without_lstm`` is the same estimator on the recency/frequency and
+popularity features only (and without the LSTM's top-K candidates).
+
+Public API::
+
+    popularity_table(pair_features, horizon_hours) -> DataFrame[cutoff_ts, category_idx, pop_horizon, pop_total]
+    LstmBlock(log_probs, z, category_dirs, vocab)                 # per-sample LSTM outputs
+    candidate_pairs(rows, pair_features, popularity, n_popular, lstm=None, top_k=0) -> DataFrame
+    feature_matrix(pairs, rows, pair_features, popularity, lstm=None) -> (X, names)
+    pair_labels(pairs, rows) -> ndarray[bool]
+    make_estimator(name, c=1.0, seed=0) / InterestPredictor(name, c, seed).fit(X, y).predict(X)
+    score_matrix(pairs, scores, n_rows, candidates) -> ndarray[n_rows, len(candidates)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+BASE_FEATURES: tuple[str, ...] = (
+    "log_n_events",
+    "log_weighted_events",
+    "log_decay_24h",
+    "log_decay_72h",
+    "log_decay_168h",
+    "log_hours_since_last",
+    "log_events_since_last",
+    "log_n_events_last_horizon",
+    "share_events",
+    "share_decay_24h",
+    "share_decay_72h",
+    "share_decay_168h",
+    "log_rank_decay_72h",
+    "is_last_category",
+    "in_history",
+    "log_pop_horizon",
+    "log_pop_total",
+    "log_pop_rank",
+)
+LSTM_FEATURES: tuple[str, ...] = (
+    "lstm_log_prob",  # the next-window head's log-probability of the category
+    "lstm_log_rank",  # its rank among all categories
+    "lstm_next_log_prob",  # the next-event head: what the user does right after the cutoff
+    "lstm_log_prob_new",  # the same two for categories outside the user's history
+    "lstm_next_log_prob_new",
+)
+_NEVER_HOURS = 24.0 * 365
+
+
+@dataclass
+class LstmBlock:
+    """LSTM outputs per sample: head log-probabilities ``[n, V + 2]``, PCA features ``[n, k]``, and
+    the categories' vectors on the same principal axes ``[k, V + 2]``; ``vocab`` maps categories."""
+
+    log_probs: np.ndarray
+    z: np.ndarray
+    category_dirs: np.ndarray
+    vocab: Any  # ml_tasks.sequences.Vocabulary
+    parts: tuple[str, ...] = ("head", "pca")  # which LSTM feature groups the predictor sees
+    next_log_probs: np.ndarray | None = None  # [n, V + 2] next-event head at the last position
+
+    @property
+    def n_components(self) -> int:
+        return int(self.z.shape[1])
+
+    def feature_names(self) -> list[str]:
+        names = list(LSTM_FEATURES) if "head" in self.parts else []
+        if "pca" in self.parts:
+            names += [f"pc_{j + 1}_x_category" for j in range(self.n_components)]
+        return names
+
+
+def popularity_table(pair_features: pd.DataFrame, horizon_hours: float | None = None) -> pd.DataFrame:
+    """Per (cutoff, category): events of all users in the last horizon and before the cutoff.
+
+    Derived from ``ml_pair_features`` (every user with history has rows at a cutoff), so it equals
+    the counts from raw events for the cutoffs the frame covers.
+    """
+    pop = (
+        pair_features.groupby(["cutoff_ts", "category_idx"], sort=False)
+        .agg(pop_horizon=("n_events_last_horizon", "sum"), pop_total=("n_events", "sum"))
+        .reset_index()
+    )
+    pop["pop_rank"] = pop.groupby("cutoff_ts")["pop_horizon"].rank(method="first", ascending=False)
+    return pop
+
+
+def _top_popular(popularity: pd.DataFrame, n: int) -> pd.DataFrame:
+    pop = popularity.sort_values(["cutoff_ts", "pop_horizon", "category_idx"], ascending=[True, False, True])
+    return pop.groupby("cutoff_ts", sort=False).head(n)[["cutoff_ts", "category_idx"]]
+
+
+def candidate_pairs(
+    rows: pd.DataFrame,
+    pair_features: pd.DataFrame,
+    popularity: pd.DataFrame,
+    n_popular: int,
+    lstm: LstmBlock | None = None,
+    top_k: int = 0,
+) -> pd.DataFrame:
+    """Distinct ``(row, category_idx)`` candidates for every sample of ``rows`` (position = row)."""
+    keys = rows[["user_id", "cutoff_ts"]].reset_index(drop=True)
+    keys["row"] = np.arange(len(keys))
+    hist = keys.merge(pair_features[["user_id", "cutoff_ts", "category_idx"]], on=["user_id", "cutoff_ts"])
+    parts = [hist[["row", "category_idx"]]]
+    if n_popular > 0:
+        popular = keys.merge(_top_popular(popularity, n_popular), on="cutoff_ts")
+        parts.append(popular[["row", "category_idx"]])
+    if lstm is not None and top_k > 0:
+        lp = lstm.log_probs[:, 1 : lstm.vocab.size + 1]  # real categories only (no padding, no OOV)
+        k = min(top_k, lp.shape[1])
+        top = np.argpartition(-lp, k - 1, axis=1)[:, :k] + 1
+        parts.append(
+            pd.DataFrame(
+                {"row": np.repeat(np.arange(len(keys)), k), "category_idx": lstm.vocab.decode(top.ravel())}
+            )
+        )
+    pairs = pd.concat(parts, ignore_index=True).drop_duplicates()
+    # a category can only be ranked once it has been seen before the cutoff
+    seen = popularity[["cutoff_ts", "category_idx"]]
+    pairs = pairs.merge(keys[["row", "cutoff_ts"]], on="row").merge(seen, on=["cutoff_ts", "category_idx"])
+    return pairs[["row", "category_idx"]].sort_values(["row", "category_idx"]).reset_index(drop=True)
+
+
+def feature_matrix(
+    pairs: pd.DataFrame,
+    rows: pd.DataFrame,
+    pair_features: pd.DataFrame,
+    popularity: pd.DataFrame,
+    lstm: LstmBlock | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Feature matrix ``[len(pairs), n_features]`` and the feature names (see module docstring)."""
+    keys = rows[["user_id", "cutoff_ts", "n_history_events"]].reset_index(drop=True)
+    keys["row"] = np.arange(len(keys))
+    pf = pair_features.merge(keys, on=["user_id", "cutoff_ts"])
+    grp = pf.groupby("row")
+    for col in ("decay_24h", "decay_72h", "decay_168h"):
+        pf[f"share_{col}"] = pf[col] / grp[col].transform("sum").clip(lower=1e-12)
+    pf["share_events"] = pf["n_events"] / pf["n_history_events"].clip(lower=1)
+    pf["rank_decay_72h"] = grp["decay_72h"].rank(method="first", ascending=False)
+    pf["n_history_categories"] = grp["category_idx"].transform("size")
+    df = pairs.merge(keys[["row", "cutoff_ts", "n_history_events"]], on="row", how="left")
+    df = df.merge(pf.drop(columns=["user_id", "n_history_events"]), on=["row", "cutoff_ts", "category_idx"], how="left")
+    df = df.merge(popularity, on=["cutoff_ts", "category_idx"], how="left")
+    in_hist = df["n_events"].notna().to_numpy()
+    n_hist_cats = df.groupby("row")["n_history_categories"].transform("max").fillna(0).to_numpy()
+
+    def col(name: str, fill: float | np.ndarray = 0.0) -> np.ndarray:
+        return np.where(in_hist, df[name].to_numpy(dtype=float, na_value=0.0), fill)
+
+    n_hist = df["n_history_events"].to_numpy(dtype=float)
+    feats = {
+        "log_n_events": np.log1p(col("n_events")),
+        "log_weighted_events": np.log1p(col("weighted_events")),
+        "log_decay_24h": np.log1p(col("decay_24h")),
+        "log_decay_72h": np.log1p(col("decay_72h")),
+        "log_decay_168h": np.log1p(col("decay_168h")),
+        "log_hours_since_last": np.log1p(np.minimum(col("hours_since_last", _NEVER_HOURS), _NEVER_HOURS)),
+        "log_events_since_last": np.log1p(col("events_since_last", n_hist)),
+        "log_n_events_last_horizon": np.log1p(col("n_events_last_horizon")),
+        "share_events": col("share_events"),
+        "share_decay_24h": col("share_decay_24h"),
+        "share_decay_72h": col("share_decay_72h"),
+        "share_decay_168h": col("share_decay_168h"),
+        "log_rank_decay_72h": np.log1p(col("rank_decay_72h", n_hist_cats + 1)),
+        "is_last_category": (col("events_since_last", -1.0) == 0).astype(float),
+        "in_history": in_hist.astype(float),
+        "log_pop_horizon": np.log1p(df["pop_horizon"].fillna(0).to_numpy(dtype=float)),
+        "log_pop_total": np.log1p(df["pop_total"].fillna(0).to_numpy(dtype=float)),
+        "log_pop_rank": np.log1p(df["pop_rank"].fillna(df["pop_rank"].max()).to_numpy(dtype=float)),
+    }
+    names = list(BASE_FEATURES)
+    blocks = [np.column_stack([feats[n] for n in names])]
+    if lstm is not None:
+        r = df["row"].to_numpy()
+        m = lstm.vocab.encode(df["category_idx"].to_numpy())
+        in_vocab = m <= lstm.vocab.size
+        lp = lstm.log_probs[r, m]
+        # rank of the category in the head's distribution over real categories (1 = top)
+        real = lstm.log_probs[:, 1 : lstm.vocab.size + 1]
+        rank = (real[r] > lp[:, None]).sum(axis=1) + 1
+        if "head" in lstm.parts:
+            new = 1.0 - in_hist.astype(float)
+            nxt = lstm.next_log_probs[r, m] if lstm.next_log_probs is not None else np.zeros(len(r))
+            head = np.column_stack([lp, np.log(rank), nxt])
+            # categories the LSTM never learned (out of vocabulary) get neutral values: the mean over
+            # the in-vocabulary pairs, so their ranking rests on the other features
+            if in_vocab.any() and not in_vocab.all():
+                head[~in_vocab] = head[in_vocab].mean(axis=0)
+            blocks.append(np.column_stack([head, head[:, [0]] * new, head[:, [2]] * new]))
+        names += lstm.feature_names()
+    return np.hstack(blocks).astype(np.float64), names
+
+
+def pair_labels(pairs: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+    """1 where the pair's category is in the sample's label window."""
+    labels = rows["label_category_idx"].reset_index(drop=True)
+    lab = pd.DataFrame(
+        {
+            "row": np.repeat(np.arange(len(labels)), [len(x) if x is not None else 0 for x in labels]),
+            "category_idx": np.concatenate([np.asarray(x if x is not None else [], dtype=np.int64) for x in labels])
+            if len(labels)
+            else np.zeros(0, np.int64),
+        }
+    )
+    lab["label"] = True
+    out = pairs[["row", "category_idx"]].merge(lab, on=["row", "category_idx"], how="left")
+    return out["label"].fillna(False).to_numpy(dtype=bool)
+
+
+def make_estimator(name: str, c: float = 1.0, seed: int = 0) -> Any:
+    """``logistic`` (standardised features, L2, ``C=c``) or ``hist_gradient_boosting``."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if name == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    if name == "hist_gradient_boosting":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(
+            max_iter=200, learning_rate=0.05, max_leaf_nodes=31, l2_regularization=1.0, random_state=seed
+        )
+    raise ValueError(f"unknown predictor {name!r}; expected 'logistic' or 'hist_gradient_boosting'")
+
+
+class InterestPredictor:
+    """A fitted estimator plus the feature names it expects."""
+
+    def __init__(self, name: str = "logistic", c: float = 1.0, seed: int = 0) -> None:
+        self.name, self.c, self.seed = name, c, seed
+        self.estimator: Any = None
+        self.feature_names: list[str] = []
+
+    def fit(self, x: np.ndarray, y: np.ndarray, feature_names: list[str]) -> InterestPredictor:
+        if y.all() or not y.any():
+            raise ValueError("the predictor needs positive and negative pairs")
+        self.estimator = make_estimator(self.name, self.c, self.seed).fit(x, y.astype(int))
+        self.feature_names = list(feature_names)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Probability that the user touches the category in the next window."""
+        return self.estimator.predict_proba(x)[:, 1]
+
+    def coefficients(self) -> dict[str, float]:
+        """Standardised logistic coefficients by feature (empty for other estimators)."""
+        est = getattr(self.estimator, "steps", [(None, None)])[-1][1]
+        coef = getattr(est, "coef_", None)
+        if coef is None:
+            return {}
+        return {n: float(v) for n, v in zip(self.feature_names, coef[0], strict=True)}
+
+
+def score_matrix(pairs: pd.DataFrame, scores: np.ndarray, n_rows: int, candidates: np.ndarray) -> np.ndarray:
+    """Dense ``[n_rows, len(candidates)]`` scores: predictor scores for candidates, ``-1`` elsewhere.
+
+    Non-candidates tie at ``-1`` and so fall back to the metrics' popularity tie-break order.
+    """
+    out = np.full((n_rows, len(candidates)), -1.0)
+    col = pd.Index(np.asarray(candidates)).get_indexer(pairs["category_idx"])
+    ok = col >= 0
+    out[pairs["row"].to_numpy()[ok], col[ok]] = np.asarray(scores)[ok]
+    return out
