@@ -16,7 +16,7 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export TF_CPP_MIN_LOG_LEVEL := 2
 export IEP_DATA_DIR ?= $(CURDIR)/.data
 
-.PHONY: help install lock run update test test-fast lint bench airflow mlflow dbt-docs clean
+.PHONY: help install lock run update test test-fast test-e2e lint bench airflow mlflow dbt-docs compose-env clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test: install ## set up and run every test (unit, dbt, Airflow dag.test, end to 
 test-fast: install ## the tests that need no engine start-up (no slow/e2e markers)
 	$(BIN)/python -m pytest -m "not slow and not e2e"
 
+test-e2e: install ## the browser tests against the real Airflow and MLflow servers (needs /usr/bin/chromium)
+	$(BIN)/python -m pytest -m e2e
+
 lint: install ## ruff on the Python code
 	$(BIN)/ruff check ml_tasks dags tests bench scripts
 
@@ -63,6 +66,9 @@ mlflow: install ## the MLflow UI on http://127.0.0.1:5000 over the pipeline's st
 dbt-docs: install ## generate and serve the dbt docs on http://127.0.0.1:8081
 	$(BIN)/dbt docs generate --project-dir dbt_project --profiles-dir dbt_project
 	$(BIN)/dbt docs serve --project-dir dbt_project --profiles-dir dbt_project --host 127.0.0.1 --port 8081
+
+compose-env: ## write .env for docker compose with generated secrets (never committed)
+	python3 scripts/servers.py compose-env
 
 clean: ## remove generated state (.data, .airflow); keeps .venv
 	rm -rf .data .airflow dbt_project/target dbt_project/logs
