@@ -11,7 +11,7 @@
 with events as (
     select * from {{ ref('int_events_sessionised') }}
     {% if is_incremental() -%}
-    where user_id in ({{ affected_users(ref('stg_raw__events'), 'first_load_id') }})
+    where user_id in ({{ affected_users(ref('stg_raw__events')) }})
     {%- endif %}
 ),
 
@@ -29,6 +29,7 @@ final as (
         events.session_number,
         events.is_session_start,
         events.first_load_id,
+        events.last_load_id,
         events.n_copies,
     from events
 )

@@ -54,6 +54,7 @@ final as (
         ) as bigint) as session_number,
         is_session_start,
         first_load_id,
+        last_load_id,
         n_copies,
     from flagged
 )

@@ -6,7 +6,7 @@
 with events as (
     select * from {{ ref('fct_events') }}
     {% if is_incremental() -%}
-    where user_id in ({{ affected_users(ref('fct_events'), 'last_load_id') }})
+    where user_id in ({{ affected_users(ref('fct_events')) }})
     {%- endif %}
 ),
 
@@ -24,7 +24,7 @@ final as (
         count(distinct session_number) as n_sessions,
         min(event_at) as first_event_at,
         max(event_at) as last_event_at,
-        max(first_load_id) as last_load_id,
+        max(last_load_id) as last_load_id,
     from events
     group by user_id, category_idx, category_id, cast(event_at as date)
 )

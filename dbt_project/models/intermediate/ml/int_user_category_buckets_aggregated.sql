@@ -6,16 +6,20 @@
     int_user_cutoffs_enumerated) whose latest bucket of this category is this one: those with a cutoff
     after this bucket and not after the category's next bucket.
 
-    Decayed counts sum weight * 0.5 ** (age_hours / half_life). They are kept as "mass" anchored at the
-    start of an era of ERA_BUCKETS buckets (at most 500 half-lives of 24 h), so that the exponentials
-    neither overflow nor underflow for data sets spanning decades (MovieLens): at a cutoff T the decayed
-    count is era_mass * 2 ** ((era_anchor - T) / h) plus the previous era's total, decayed the same way;
-    older eras are more than 500 * 24 h / h half-lives back and contribute nothing a double can hold.
+    Decayed counts sum weight * 0.5 ** (age_hours / half_life). They are kept as "mass": the sum of
+    weight * 2 ** ((event_ts - anchor) / half_life) up to the bucket, anchored at the start of the user's
+    era, so that at a cutoff T the decayed count is mass * 2 ** ((anchor - T) / half_life). An era is
+    ERA_BUCKETS buckets (500 half-lives of 24 h) from the user's first event, so the exponentials neither
+    overflow nor underflow. Nearly every user lives in one era: their masses are plain running sums. For
+    the few whose history is longer (MovieLens spans decades), the running sums restart at every era
+    and the previous era's total is carried, decayed from its own anchor; events two eras back are more
+    than 500 * 24 h / half_life half-lives old and contribute nothing a double can hold.
 
     n_through_d<d>: events in the buckets [bucket - d, bucket], for the last-horizon counts.
 -#}
 {%- set H = horizon_steps() | int -%}
 {%- set era_buckets = (500 * 24) // (var('cutoff_step_hours') | int) -%}
+{%- set step_s = var('cutoff_step_hours') | int * 3600 -%}
 {{ config(materialized='table') }}
 
 with protocol as (
@@ -24,6 +28,15 @@ with protocol as (
 
 samples as (
     select user_key, cutoff_step from {{ ref('int_user_cutoffs_enumerated') }} where split <> 'score'
+),
+
+users as (
+    select
+        users.user_key,
+        {{ bucket_of('users.first_event_ts', 'protocol.test_cutoff_ts') }} as first_bucket,
+        {{ bucket_of('users.last_event_ts', 'protocol.test_cutoff_ts') }} as last_bucket,
+    from {{ ref('int_users_keyed') }} as users
+    cross join protocol
 ),
 
 events as (
@@ -35,16 +48,19 @@ events as (
         {{ event_weight_by_idx('events.event_type_idx') }} as weight,
         {{ bucket_of('events.event_ts', 'protocol.test_cutoff_ts') }} as bucket,
         protocol.test_cutoff_ts,
+        users.first_bucket,
+        users.last_bucket - users.first_bucket >= {{ era_buckets }} as has_eras,
     from {{ ref('int_events_positioned') }} as events
+    inner join users on events.user_key = users.user_key
     cross join protocol
 ),
 
 anchored as (
     select
         *,
-        cast(floor(bucket / {{ era_buckets }}) as bigint) as era,
-        test_cutoff_ts + cast(floor(bucket / {{ era_buckets }}) as bigint) * {{ era_buckets * (var('cutoff_step_hours') | int) * 3600 }}
-            as era_anchor_ts,
+        (bucket - first_bucket) // {{ era_buckets }} as era,
+        test_cutoff_ts + (first_bucket + (bucket - first_bucket) // {{ era_buckets }} * {{ era_buckets }})
+            * {{ step_s }} as era_anchor_ts,
     from events
 ),
 
@@ -53,8 +69,9 @@ per_bucket as (
         user_key,
         category_idx,
         bucket,
-        era,
+        any_value(era) as era,
         any_value(era_anchor_ts) as era_anchor_ts,
+        any_value(has_eras) as has_eras,
         count(*) as n_events,
         sum(weight) as weighted_events,
         max(event_ts) as last_event_ts,
@@ -63,7 +80,38 @@ per_bucket as (
         sum(weight * pow(2.0, (event_ts - era_anchor_ts) / {{ h * 3600 }}.0)) as mass_{{ h }}h,
         {% endfor %}
     from anchored
-    group by user_key, category_idx, bucket, era
+    group by user_key, category_idx, bucket
+),
+
+-- per user and bucket: how many of the user's grid samples have their cutoff at or before the bucket
+samples_seen as (
+    select user_key, step as bucket, n_samples_seen, n_samples
+    from (
+        select
+            user_key,
+            step,
+            is_bucket,
+            count(*) filter (where not is_bucket) over (
+                partition by user_key order by step, is_bucket rows between unbounded preceding and current row
+            ) as n_samples_seen,
+            count(*) filter (where not is_bucket) over (partition by user_key) as n_samples,
+        from (
+            select user_key, cutoff_step as step, false as is_bucket from samples
+            union all
+            select distinct user_key, bucket as step, true as is_bucket from per_bucket
+        )
+    )
+    where is_bucket
+),
+
+with_seen as (
+    select
+        per_bucket.*,
+        samples_seen.n_samples_seen,
+        samples_seen.n_samples,
+    from per_bucket
+    inner join samples_seen
+        on per_bucket.user_key = samples_seen.user_key and per_bucket.bucket = samples_seen.bucket
 ),
 
 running as (
@@ -71,33 +119,37 @@ running as (
         *,
         cast(sum(n_events) over through_bucket as bigint) as n_through_bucket,
         sum(weighted_events) over through_bucket as weighted_through_bucket,
-        lead(bucket) over through_bucket as next_bucket,
+        coalesce(lead(n_samples_seen) over through_bucket, n_samples) as covers_to_rank,
         {% for i in range(1, H) -%}
         lag(bucket, {{ i }}) over through_bucket as bucket_lag_{{ i }},
         lag(n_events, {{ i }}) over through_bucket as n_events_lag_{{ i }},
         {% endfor -%}
         {% for h in decay_half_lives() -%}
-        sum(mass_{{ h }}h) over (
-            partition by user_key, category_idx, era order by bucket rows between unbounded preceding and current row
-        ) as era_mass_{{ h }}h,
+        sum(mass_{{ h }}h) over through_bucket as running_mass_{{ h }}h,
         {% endfor %}
-    from per_bucket
+    from with_seen
     window through_bucket as (
         partition by user_key, category_idx order by bucket rows between unbounded preceding and current row
     )
 ),
 
-era_totals as (
+-- users with more than one era: running masses restart per era, plus the previous era's total
+era_rows as (
+    select * from per_bucket where has_eras
+),
+
+era_running as (
     select
         user_key,
         category_idx,
+        bucket,
         era,
-        any_value(era_anchor_ts) as era_anchor_ts,
         {% for h in decay_half_lives() -%}
-        sum(mass_{{ h }}h) as total_mass_{{ h }}h,
+        sum(mass_{{ h }}h) over (
+            partition by user_key, category_idx, era order by bucket rows between unbounded preceding and current row
+        ) as era_mass_{{ h }}h,
         {% endfor %}
-    from per_bucket
-    group by user_key, category_idx, era
+    from era_rows
 ),
 
 previous_eras as (
@@ -109,33 +161,33 @@ previous_eras as (
         {% for h in decay_half_lives() -%}
         lag(total_mass_{{ h }}h) over by_era as previous_era_mass_{{ h }}h,
         {% endfor %}
-    from era_totals
-    window by_era as (partition by user_key, category_idx order by era)
-),
-
--- per user and bucket: how many grid samples have their cutoff at or before the bucket's start
-user_buckets as (
-    select distinct user_key, bucket from per_bucket
-),
-
-samples_seen as (
-    select user_key, bucket, n_samples_seen
     from (
         select
             user_key,
-            step,
-            is_bucket,
-            step as bucket,
-            count(*) filter (where not is_bucket) over (
-                partition by user_key order by step, is_bucket rows between unbounded preceding and current row
-            ) as n_samples_seen,
-        from (
-            select user_key, cutoff_step as step, false as is_bucket from samples
-            union all
-            select user_key, bucket as step, true as is_bucket from user_buckets
-        )
+            category_idx,
+            era,
+            any_value(era_anchor_ts) as era_anchor_ts,
+            {% for h in decay_half_lives() -%}
+            sum(mass_{{ h }}h) as total_mass_{{ h }}h,
+            {% endfor %}
+        from era_rows
+        group by user_key, category_idx, era
     )
-    where is_bucket
+    window by_era as (partition by user_key, category_idx order by era)
+),
+
+eras as (
+    select
+        era_running.*,
+        previous_eras.previous_era_anchor_ts,
+        {% for h in decay_half_lives() -%}
+        previous_eras.previous_era_mass_{{ h }}h,
+        {% endfor %}
+    from era_running
+    inner join previous_eras
+        on era_running.user_key = previous_eras.user_key
+        and era_running.category_idx = previous_eras.category_idx
+        and era_running.era = previous_eras.era
 ),
 
 final as (
@@ -156,26 +208,19 @@ final as (
         as bigint) as n_through_d{{ d }},
         {% endfor -%}
         running.era_anchor_ts,
-        previous_eras.previous_era_anchor_ts,
+        eras.previous_era_anchor_ts,
         {% for h in decay_half_lives() -%}
-        running.era_mass_{{ h }}h,
-        coalesce(previous_eras.previous_era_mass_{{ h }}h, 0.0) as previous_era_mass_{{ h }}h,
+        coalesce(eras.era_mass_{{ h }}h, running.running_mass_{{ h }}h) as era_mass_{{ h }}h,
+        coalesce(eras.previous_era_mass_{{ h }}h, 0.0) as previous_era_mass_{{ h }}h,
         {% endfor -%}
-        seen_here.n_samples_seen + 1 as covers_from_rank,
-        coalesce(seen_next.n_samples_seen, user_samples.n_samples) as covers_to_rank,
+        running.n_samples_seen + 1 as covers_from_rank,
+        running.covers_to_rank,
     from running
-    inner join previous_eras
-        on running.user_key = previous_eras.user_key
-        and running.category_idx = previous_eras.category_idx
-        and running.era = previous_eras.era
-    inner join samples_seen as seen_here
-        on running.user_key = seen_here.user_key and running.bucket = seen_here.bucket
-    left join samples_seen as seen_next
-        on running.user_key = seen_next.user_key and running.next_bucket = seen_next.bucket
-    left join (select user_key, count(*) as n_samples from samples group by user_key) as user_samples
-        on running.user_key = user_samples.user_key
+    left join eras
+        on running.has_eras
+        and running.user_key = eras.user_key
+        and running.category_idx = eras.category_idx
+        and running.bucket = eras.bucket
 )
 
-select
-    * replace (coalesce(covers_to_rank, 0) as covers_to_rank)
-from final
+select * from final

@@ -9,7 +9,7 @@
 with events as (
     select * from {{ ref('fct_events') }}
     {% if is_incremental() -%}
-    where user_id in ({{ affected_users(ref('fct_events'), 'last_load_id') }})
+    where user_id in ({{ affected_users(ref('fct_events')) }})
     {%- endif %}
 ),
 
@@ -20,7 +20,7 @@ final as (
         list(event_ts order by user_event_pos) as event_ts_list,
         list(category_idx order by user_event_pos) as category_idx_list,
         list(event_type_idx order by user_event_pos) as event_type_idx_list,
-        max(first_load_id) as last_load_id,
+        max(last_load_id) as last_load_id,
     from events
     group by user_id
 )

@@ -1,8 +1,9 @@
-{#- A dense integer key per user for the ML tables' joins and sorts (rebuilt every run; never exported). -#}
+{#- A dense integer key per user for the ML tables' joins and sorts (rebuilt every run; never exported),
+    with the user's first and last event time. -#}
 {{ config(materialized='table') }}
 
 with histories as (
-    select user_id, n_events from {{ ref('int_user_events_listed') }}
+    select user_id, n_events, event_ts_list from {{ ref('int_user_events_listed') }}
 ),
 
 final as (
@@ -10,6 +11,8 @@ final as (
         user_id,
         row_number() over (order by user_id) as user_key,
         n_events,
+        event_ts_list[1] as first_event_ts,
+        event_ts_list[-1] as last_event_ts,
     from histories
 )
 

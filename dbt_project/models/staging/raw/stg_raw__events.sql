@@ -21,6 +21,7 @@ deduplicated as (
         event_type,
         event_at,
         min(load_id) as first_load_id,
+        max(load_id) as last_load_id,
         count(*) as n_copies,
     from renamed
     group by user_id, item_id, category_id, event_type, event_at
@@ -35,6 +36,7 @@ final as (
         event_at,
         epoch_ms(event_at) // 1000 as event_ts,
         first_load_id,
+        last_load_id,
         n_copies,
     from deduplicated
 )
