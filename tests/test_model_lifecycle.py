@@ -1,0 +1,157 @@
+"""The model's life in the registry: champion gate, a degraded challenger, rollback, idempotent reruns,
+and the pyfunc model loading by alias in a fresh process. Real DuckDB, dbt, TensorFlow and MLflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ml_tasks.errors import PipelineError
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small synthetic warehouse and one trained, registered, scored champion (v1)."""
+    from ml_tasks import steps
+    from ml_tasks.config import Paths
+
+    root = tmp_path_factory.mktemp("lifecycle")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("IEP_DATA_DIR", str(root))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    mp.setenv("IEP_HORIZON_HOURS", "24")
+    paths = Paths.from_env()
+    steps.generate(paths, users=200, days=8, seed=11)
+    steps.ingest(paths, None)
+    steps.build(paths)
+    result = steps.train_pipeline(paths, overrides={"epochs": 1, "seed": 0})
+    yield paths, result
+    mp.undo()
+
+
+def _count(warehouse, table):
+    import duckdb
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.execute(f"select count(*) from serving.{table}").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_first_model_becomes_champion_and_scores_users(trained):
+    from ml_tasks import steps, tracking
+
+    paths, result = trained
+    assert result["register"]["promoted"] is True and result["register"]["version"] == 1
+    assert tracking.alias_version(paths, tracking.CHAMPION) == 1
+    status = steps.status(paths)
+    assert status["champion_version"] == 1
+    assert status["n_scored_users"] == result["score"]["n_scored_users"] > 0
+    assert 0 < status["champion_metrics"]["ndcg@10"] <= 1
+
+
+def test_scoring_rerun_adds_no_rows(trained):
+    from ml_tasks import serving_store, steps
+
+    paths, _ = trained
+    before = [_count(paths.warehouse, t) for t in serving_store.TABLES[:3]]
+    steps.score_users(paths)
+    assert [_count(paths.warehouse, t) for t in serving_store.TABLES[:3]] == before
+
+
+def test_registration_is_idempotent_per_run(trained):
+    from ml_tasks import steps, tracking
+
+    paths, result = trained
+    run_dir = __import__("pathlib").Path(result["start"]["run_dir"])
+    again = steps.register_model(paths, run_dir)
+    assert again["version"] == 1
+    versions = tracking.client(paths).search_model_versions("name='user_interest_model'")
+    assert len(versions) == 1
+
+
+def test_degraded_challenger_is_never_promoted(trained, tmp_path):
+    """A model fitted on shuffled labels must lose the gate and only get the challenger alias."""
+    from ml_tasks import model as m
+    from ml_tasks import steps, tracking
+
+    paths, _ = trained
+    data = m.ModelData.from_dir(paths.export_dir)
+    rng = np.random.default_rng(0)
+    seqs = data.sequences.copy()
+    perm = rng.permutation(len(seqs))
+    for col in ("label_category_idx", "label_event_counts"):
+        seqs[col] = seqs[col].to_numpy()[perm]
+    shuffled = replace(data, sequences=seqs)
+    champion_config = tracking.load_fitted_model(paths, 1).config
+    bad = m.fit(shuffled, replace(champion_config, seed=5), final=True, epochs=1)
+    run_dir = tmp_path / "degraded"
+    steps.start_training(paths, run_dir, kind="degraded_test")
+    bad.save(run_dir / "model")
+    steps.evaluate(paths, run_dir)
+    decision = steps.register_model(paths, run_dir, margin=0.0)
+    assert decision["promoted"] is False, decision
+    assert tracking.alias_version(paths, tracking.CHAMPION) == 1
+    assert tracking.alias_version(paths, tracking.CHALLENGER) == decision["version"]
+    assert decision["candidate_ndcg@10"] < decision["champion_ndcg@10"]
+
+
+def test_rollback_points_champion_at_an_earlier_version(trained):
+    from ml_tasks import steps, tracking
+
+    paths, _ = trained
+    latest = max(int(v.version) for v in tracking.client(paths).search_model_versions("name='user_interest_model'"))
+    assert latest >= 2
+    steps.promote(paths, latest, reason="test promotion")
+    assert tracking.alias_version(paths, tracking.CHAMPION) == latest
+    assert tracking.alias_version(paths, tracking.CHALLENGER) == 1
+    rolled = steps.promote(paths, 1, reason="rollback")
+    assert rolled["changed"] and rolled["champion_before"] == latest
+    assert tracking.alias_version(paths, tracking.CHAMPION) == 1
+    assert steps.promote(paths, 1)["changed"] is False  # idempotent
+    with pytest.raises(PipelineError, match="does not exist"):
+        steps.promote(paths, 99)
+
+
+def test_promote_cli_reports_a_missing_version_in_one_line(trained):
+    paths, _ = trained
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "ml_tasks", "promote", "--version", "42"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == "error: model version 42 of user_interest_model does not exist"
+
+
+def test_pyfunc_model_loads_by_alias_in_a_fresh_process(trained):
+    paths, _ = trained
+    code = """
+import json, mlflow, pandas as pd
+model = mlflow.pyfunc.load_model("models:/user_interest_model@champion")
+events = pd.DataFrame({"user_id": ["a"] * 4 + ["b"] * 2,
+                       "category_id": ["c001", "c002", "c001", "c003", "c004", "c004"],
+                       "event_type": ["view", "view", "cart", "view", "view", "buy"],
+                       "event_ts": [1767225600, 1767229200, 1767232800, 1767236400, 1767240000, 1767243600]})
+out = model.predict(events, params={"top_n": 5})
+print(json.dumps({"columns": list(out.columns), "users": sorted(out.user_id.unique()),
+                  "ranks": out.groupby("user_id")["rank"].apply(list).to_dict(),
+                  "scores_sorted": bool(all((g.score.diff().dropna() <= 1e-12).all() for _, g in out.groupby("user_id")))}))
+"""
+    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": paths.tracking_uri}
+    env.pop("PYTHONPATH", None)  # the model carries its own code
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                         cwd="/")
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["columns"] == ["user_id", "category_id", "score", "rank"]
+    assert result["users"] == ["a", "b"]
+    assert result["ranks"] == {"a": [1, 2, 3, 4, 5], "b": [1, 2, 3, 4, 5]}
+    assert result["scores_sorted"]
