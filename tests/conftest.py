@@ -8,6 +8,8 @@ gets its own data folder and MLflow store through ``pipeline_paths``.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,6 +25,17 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# Airflow puts the DAG folder on sys.path when it parses DAGs; so do the tests (shared DAG wiring)
+sys.path.insert(0, str(REPO / "dags"))
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """Airflow's metadata DB (SQLite in the tests' AIRFLOW_HOME) and the single-slot warehouse pool."""
+    airflow = [sys.executable, "-m", "airflow"]
+    for cmd in (["db", "migrate"], ["pools", "set", "warehouse_writer", "1", "DuckDB single writer"]):
+        out = subprocess.run(airflow + cmd, capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ LSTM/PCA/predictor -> MLflow registry -> scores in the warehouse, then one perio
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -14,19 +12,10 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def airflow_db():
-    """Airflow's metadata DB (SQLite in the test's AIRFLOW_HOME) and the single-slot warehouse pool."""
-    airflow = [sys.executable, "-m", "airflow"]
-    for cmd in (["db", "migrate"], ["pools", "set", "warehouse_writer", "1", "DuckDB single writer"]):
-        out = subprocess.run(airflow + cmd, capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stderr[-3000:]
-
-
 def _dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(REPO / "dags"), include_examples=False)
+    bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
     return bag
 
