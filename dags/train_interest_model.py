@@ -31,8 +31,10 @@ from pipeline_common import DEFAULT_ARGS, INTEREST_SCORES, START_DATE, WAREHOUSE
 
 MODEL_PARAMS = {
     "seed": Param(42, type="integer", minimum=0, description="Random seed (Keras, NumPy, scikit-learn)."),
-    "epochs": Param(10, type="integer", minimum=1, maximum=200,
+    "epochs": Param(4, type="integer", minimum=1, maximum=200,
                     description="Maximum LSTM epochs (early stopping on the validation cutoff)."),
+    "max_train_sequences": Param(12000, type="integer", minimum=100,
+                                 description="(user, cutoff) sequences per epoch (a random subsample above it)."),
     "promotion_margin": Param(0.0, type="number", minimum=0, maximum=1,
                               description="Relative NDCG@10 gain over the champion needed to promote."),
 }
@@ -63,7 +65,8 @@ def train_interest_model():
     @task
     def start_training(params=None) -> dict:
         return _step("start_training", kind="full_retrain",
-                     overrides={"seed": params["seed"], "epochs": params["epochs"]})
+                     overrides={"seed": params["seed"], "epochs": params["epochs"],
+                                "max_train_sequences": params["max_train_sequences"]})
 
     @task
     def train_sequence_model(_: dict) -> dict:

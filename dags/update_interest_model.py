@@ -48,8 +48,10 @@ def _step(name: str, **kwargs):
     doc_md=__doc__,
     tags=["ml", "update", "mlflow"],
     params={
-        "epochs": Param(3, type="integer", minimum=1, maximum=50,
+        "epochs": Param(2, type="integer", minimum=1, maximum=50,
                         description="Fine-tuning epochs for the challenger."),
+        "max_train_sequences": Param(12000, type="integer", minimum=100,
+                                     description="Sequences per epoch when a first model is trained."),
         "promotion_margin": Param(0.01, type="number", minimum=0, maximum=1,
                                   description="Relative NDCG@10 gain over the champion needed to promote."),
         "rollback_to_version": Param(None, type=["null", "integer"], minimum=1,
@@ -66,7 +68,8 @@ def update_interest_model():
         if params["rollback_to_version"]:
             steps.promote(Paths.from_env(), int(params["rollback_to_version"]), reason="rollback via DAG param")
             return False
-        return _step("start_training", kind="periodic_update", overrides={"epochs": params["epochs"]})
+        return _step("start_training", kind="periodic_update", overrides={"epochs": params["epochs"],
+                                      "max_train_sequences": params["max_train_sequences"]})
 
     @task(pool=WAREHOUSE_POOL)
     def refresh_warehouse(_: dict) -> dict:
