@@ -7,7 +7,7 @@ library, ``airflow.sdk`` and ``ml_tasks.config`` (itself stdlib-only).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import Asset
@@ -23,7 +23,7 @@ INTEREST_SCORES = Asset(name="user_interest_scores", uri="duckdb://warehouse/mai
 #: every task that writes the DuckDB warehouse runs in this pool; it has one slot (single writer)
 WAREHOUSE_POOL = "warehouse_writer"
 
-START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 
 DEFAULT_ARGS = {
     "owner": "interest-pipeline",
