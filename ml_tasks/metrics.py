@@ -104,7 +104,7 @@ def per_user_metrics(
     hits = np.take_along_axis(rel, order, axis=1)
     top = hits[:, :k]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = (top * discounts).sum(axis=1)
+    dcg = (top * discounts[: top.shape[1]]).sum(axis=1)
     ideal = np.cumsum(discounts)
     idcg = np.where(n_rel > 0, ideal[np.clip(np.minimum(n_rel, k) - 1, 0, k - 1)], np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
