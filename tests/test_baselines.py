@@ -116,9 +116,13 @@ def test_reference_figures_on_the_taobao_sample(shared_data):
         names=["user_id", "item_id", "category_id", "event_type", "event_ts"],
         dtype={"user_id": str, "category_id": str},
     )
-    first = raw.groupby("category_id")["event_ts"].min().reset_index().sort_values(["event_ts", "category_id"])
+    first = (
+        raw.groupby("category_id")["event_ts"].min().reset_index().sort_values(["event_ts", "category_id"])
+    )
     idx = dict(zip(first["category_id"], range(1, len(first) + 1), strict=True))
-    ev = raw.assign(category_idx=raw["category_id"].map(idx), event_type=raw["event_type"].replace({"pv": "view"}))
+    ev = raw.assign(
+        category_idx=raw["category_id"].map(idx), event_type=raw["event_type"].replace({"pv": "view"})
+    )
     horizon = 48
     test_cutoff = int(ev["event_ts"].max()) - horizon * 3600
     ctx = cutoff_context(ev, test_cutoff, horizon)

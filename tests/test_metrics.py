@@ -42,8 +42,13 @@ def test_matrix_metrics_match_the_list_definitions():
     scores = rng.random((5, 30))
     pop = rng.integers(0, 5, 30)
     tb = tie_break_rank(candidates, pop)
-    relevant = [np.array([1, 5, 40]), np.array([30]), np.array([2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13]),
-                np.array([99]), np.array([17, 18])]
+    relevant = [
+        np.array([1, 5, 40]),
+        np.array([30]),
+        np.array([2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13]),
+        np.array([99]),
+        np.array([17, 18]),
+    ]
     per = per_user_metrics(scores, candidates, relevant, tb)
     order = rank_order(scores, tb)
     for u in range(5):
