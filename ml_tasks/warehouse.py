@@ -113,6 +113,12 @@ def dbt_command(paths: Paths, config: WarehouseConfig, *, full_refresh: bool = F
     return cmd
 
 
+def _node_name(unique_id: str) -> str:
+    """``model.interest_pipeline.fct_events`` -> ``fct_events`` (tests keep their hash suffix)."""
+    parts = unique_id.split(".", 2)
+    return parts[2] if len(parts) == 3 else unique_id
+
+
 def _read_run_results(target: Path) -> list[dict]:
     try:
         return json.loads((target / "run_results.json").read_text())["results"]
@@ -162,8 +168,8 @@ def build(paths: Paths, config: WarehouseConfig = DEFAULT_CONFIG, *, full_refres
         if "lock" in tail.lower() and "could not set lock" in tail.lower():
             raise DbtBuildError(_locked_message(paths.warehouse), failures)
         if failures:
-            names = ", ".join(f"{uid.split('.')[-1]} ({status})" for uid, status, _ in failures)
-            detail = "; ".join(f"{uid.split('.')[-1]}: {msg}" for uid, _, msg in failures if msg)
+            names = ", ".join(f"{_node_name(uid)} ({status})" for uid, status, _ in failures)
+            detail = "; ".join(f"{_node_name(uid)}: {msg}" for uid, _, msg in failures if msg)
             message = f"dbt build failed on {len(failures)} node(s): {names}" + (f" -- {detail}" if detail else "")
         else:
             message = f"dbt build failed (exit {proc.returncode}) before running any node:\n{tail}"

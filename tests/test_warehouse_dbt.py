@@ -250,7 +250,7 @@ def test_shared_data_sets_build_with_every_dbt_test_passing(paths, shared_data, 
 def test_pseudonymised_user_ids_are_salted_hashes(paths, monkeypatch):
     ingest_file(SMALL, "generic", paths.warehouse)
     monkeypatch.setenv("IEP_PSEUDONYMISE_SALT", "pepper'salt")
-    warehouse.build(paths, CONFIG, select="+fct_events")
+    warehouse.build(paths, CONFIG)
     ids = set(table(paths.warehouse, "fct_events")["user_id"])
     raw_ids = set(pd.read_csv(SMALL, dtype=str)["user_id"])
     assert ids == {hashlib.sha256(("pepper'salt" + u).encode()).hexdigest() for u in raw_ids}

@@ -10,23 +10,43 @@ with events as (
     {%- endif %}
 ),
 
-final as (
+-- per session first: counting sessions is then a count of rows, not a count(distinct ...)
+per_session as (
     select
         user_id,
         category_idx,
-        category_id,
         cast(event_at as date) as event_date,
+        session_number,
+        any_value(category_id) as category_id,
         count(*) as n_events,
         {% for name in var('event_types') -%}
         count(*) filter (where event_type = '{{ name }}') as n_{{ name }}_events,
         {% endfor -%}
         sum({{ event_weight('event_type') }}) as weighted_events,
-        count(distinct session_number) as n_sessions,
         min(event_at) as first_event_at,
         max(event_at) as last_event_at,
         max(last_load_id) as last_load_id,
     from events
-    group by user_id, category_idx, category_id, cast(event_at as date)
+    group by user_id, category_idx, cast(event_at as date), session_number
+),
+
+final as (
+    select
+        user_id,
+        category_idx,
+        any_value(category_id) as category_id,
+        event_date,
+        cast(sum(n_events) as bigint) as n_events,
+        {% for name in var('event_types') -%}
+        cast(sum(n_{{ name }}_events) as bigint) as n_{{ name }}_events,
+        {% endfor -%}
+        sum(weighted_events) as weighted_events,
+        count(*) as n_sessions,
+        min(first_event_at) as first_event_at,
+        max(last_event_at) as last_event_at,
+        max(last_load_id) as last_load_id,
+    from per_session
+    group by user_id, category_idx, event_date
 )
 
 select * from final
