@@ -5,19 +5,20 @@ Full retrain of the user-interest model from the warehouse's ML tables (Parquet 
 MLflow (experiment `user_interest`) as one parent run with a nested run per step:
 
 1. **start_training** — checks the exports, records dataset lineage, config and git commit.
-2. **train_sequence_model** — stacked LSTMs (Keras 3) over each user's last events before every
-   cutoff, trained on the training cutoffs with early stopping on the validation cutoff.
-3. **extract_interest_features** — the last LSTM layer's hidden state for every (user, cutoff):
-   the user's interest embedding over time.
-4. **fit_pca** — PCA on training embeddings only; components by explained variance (plot logged).
-5. **fit_predictor** — logistic regression on (user, category) pairs: PCA interest features ×
-   category representation, plus recency/frequency features.
-6. **evaluate** — the protocol of `EVALUATION.md` on the test cutoff: the model, the ablation
+2. **fit_model** — the model, stage by stage: stacked LSTMs (Keras 3) over each user's last events
+   before every cutoff (next-event and next-window objectives, early stopping on the validation
+   cutoff) → the last LSTM layer's hidden states → PCA fitted on training samples only (components
+   by explained variance; the curve is logged) → a logistic-regression predictor over (user,
+   category) pairs: PCA interest features × category representation, plus recency/frequency
+   features. A selection fit picks the epochs, the final fit uses everything before the test cutoff.
+3. **extract_interest_features** — every (user, cutoff)'s interest vector (hidden state on the PCA
+   axes), stored as Parquet and logged with a plot of a few users' interest trajectories.
+4. **evaluate** — the protocol of `EVALUATION.md` on the test cutoff: the model, the ablation
    without LSTM features and the five baselines, each logged as a run with the same metric names.
-7. **register_model** — logs one pyfunc model (`user_interest_model`) and applies the
+5. **register_model** — logs one pyfunc model (`user_interest_model`) and applies the
    champion/challenger gate: the new version becomes `champion` only when it beats the current
    champion by the promotion margin on the same window; otherwise it is tagged `challenger`.
-8. **score_users** — scores active users with the champion and writes `user_interest_scores`,
+6. **score_users** — scores active users with the champion and writes `user_interest_scores`,
    `user_interest_trajectory` and `user_interest_shifts` to the warehouse (single-writer pool).
 
 Runs weekly (Sunday 02:00 UTC) and on demand. Trigger with params to change seeds, epochs or the
@@ -69,20 +70,12 @@ def train_interest_model():
                                 "max_train_sequences": params["max_train_sequences"]})
 
     @task
-    def train_sequence_model(_: dict) -> dict:
-        return _step("train_sequence_model")
+    def fit_model(_: dict) -> dict:
+        return _step("fit_model")
 
     @task
     def extract_interest_features(_: dict) -> dict:
         return _step("extract_interest_features")
-
-    @task
-    def fit_pca(_: dict) -> dict:
-        return _step("fit_pca")
-
-    @task
-    def fit_predictor(_: dict) -> dict:
-        return _step("fit_predictor")
 
     @task
     def evaluate(_: dict) -> dict:
@@ -97,8 +90,7 @@ def train_interest_model():
         return _step("score_run")
 
     started = start_training()
-    score_users(register_model(evaluate(fit_predictor(fit_pca(extract_interest_features(
-        train_sequence_model(started)))))))
+    score_users(register_model(evaluate(extract_interest_features(fit_model(started)))))
 
 
 train_interest_model()

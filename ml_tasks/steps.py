@@ -184,31 +184,45 @@ def _lineage_view(frame):
     return out
 
 
-def train_sequence_model(paths: Paths, run_dir: Path) -> dict:
-    """Selection fit of the LSTM (early stopping on the validation cutoff), then the final fit on
-    everything before the test cutoff for the selected number of epochs."""
-    from ml_tasks import stages, tracking
+def fit_model(paths: Paths, run_dir: Path) -> dict:
+    """LSTM -> hidden states -> PCA -> predictor (``ml_tasks.model.select_and_fit``).
+
+    A selection fit (early stopping on the validation cutoff) picks the number of epochs; the final
+    fit uses everything before the test cutoff. The stages run in one task because each one is fitted
+    on the previous one's outputs over time-split samples (see ``ml_tasks.model.fit``).
+    """
+    from ml_tasks import model as m
+    from ml_tasks import plots, tracking
 
     state = _read_state(run_dir)
     config = _model_config(state)
     data = _load_data(paths)
-    with tracking.step_run(paths, state["parent_run_id"], "train_sequence_model"):
+    with tracking.step_run(paths, state["parent_run_id"], "fit_model"):
         tracking.log_params({"seed": config.seed, "embedding_dim": config.embedding_dim,
                              "lstm_units": list(config.lstm_units), "epochs_max": config.epochs,
-                             "learning_rate": config.learning_rate, "batch_size": config.batch_size})
-        selection = stages.train_lstm(data, config, final=False)
-        tracking.log_history(selection.info["lstm"]["history"])
-        best = max(1, int(selection.info["lstm"]["best_epoch"]))
-        final = stages.train_lstm(data, config, final=True, epochs=best)
-        tracking.log_metrics({"best_epoch": best,
-                              "train_sequences_per_s": final.info["lstm"].get("sequences_per_s", 0.0),
-                              "final_fit_seconds": final.info["lstm"].get("seconds", 0.0)})
-        final.info["selected_epochs"] = best
-    selection.save(run_dir / "selection_lstm")
-    final.save(run_dir / "lstm")
-    _update_state(run_dir, best_epoch=best)
-    return {"best_epoch": best, "vocabulary_size": int(final.vocab.size),
-            "val_loss": _last(selection.info["lstm"]["history"].get("val_loss"))}
+                             "learning_rate": config.learning_rate, "batch_size": config.batch_size,
+                             "max_train_sequences": config.max_train_sequences, "predictor": config.predictor,
+                             "pca_variance": config.pca_variance})
+        final, selection = m.select_and_fit(data, config)
+        lstm_info = selection.info["lstm"]
+        tracking.log_history(lstm_info["history"])
+        curve = final.info.get("pca", {})
+        tracking.log_metrics({
+            "best_epoch": final.info.get("selected_epochs", 0),
+            "train_sequences_per_s": lstm_info.get("sequences_per_s", 0.0),
+            "selection_fit_seconds": selection.info.get("fit_seconds", 0.0),
+            "final_fit_seconds": final.info.get("fit_seconds", 0.0),
+            "n_components": final.n_components,
+            "n_predictor_pairs": final.info.get("n_predictor_pairs", 0),
+            "vocabulary_size": final.vocab.size,
+        })
+        if curve:
+            tracking.log_figure(plots.explained_variance(curve), "explained_variance.png")
+        tracking.log_dict(final.info.get("coefficients", {}), "predictor_coefficients.json")
+    final.save(run_dir / "model")
+    _update_state(run_dir, best_epoch=final.info.get("selected_epochs"))
+    return {"best_epoch": final.info.get("selected_epochs"), "n_components": final.n_components,
+            "vocabulary_size": int(final.vocab.size)}
 
 
 def fine_tune_challenger(paths: Paths, run_dir: Path) -> dict:
@@ -221,10 +235,7 @@ def fine_tune_challenger(paths: Paths, run_dir: Path) -> dict:
     champion = state.get("champion_at_start")
     if champion is None:
         log.warning("no champion yet: training the first model from scratch")
-        result = train_sequence_model(paths, run_dir)
-        extract_interest_features(paths, run_dir)
-        fit_pca(paths, run_dir)
-        fit_predictor(paths, run_dir)
+        result = fit_model(paths, run_dir)
         return {**result, "fine_tuned_from": None}
     config = _model_config(state)
     data = _load_data(paths)
@@ -241,70 +252,28 @@ def fine_tune_challenger(paths: Paths, run_dir: Path) -> dict:
 
 
 def extract_interest_features(paths: Paths, run_dir: Path) -> dict:
-    """Hidden state of the last LSTM layer for every (user, cutoff): the interest embeddings."""
-    import numpy as np
-    import pandas as pd
-
-    from ml_tasks import lstm, tracking
+    """Every (user, cutoff)'s interest vector: the LSTM's last hidden state on the PCA axes."""
     from ml_tasks import model as m
-    from ml_tasks.sequences import encode_sequences
+    from ml_tasks import plots, tracking
 
     state = _read_state(run_dir)
     data = _load_data(paths)
-    fitted = m.FittedInterestModel.load(run_dir / "lstm")
-    rows = data.sequences.reset_index(drop=True)
+    fitted = m.FittedInterestModel.load(run_dir / "model")
     started = time.perf_counter()
-    arrays = encode_sequences(rows, fitted.vocab, fitted.sequence_length, with_labels=False)
-    states = lstm.hidden_states(fitted.keras_model, arrays)
+    emb = m.interest_embeddings(fitted, data.sequences)
     seconds = time.perf_counter() - started
-    frame = pd.DataFrame(states.astype(np.float32), columns=[f"h_{j + 1}" for j in range(states.shape[1])])
-    frame.insert(0, "split", rows["split"].to_numpy())
-    frame.insert(0, "cutoff_ts", rows["cutoff_ts"].to_numpy(dtype=np.int64))
-    frame.insert(0, "user_id", rows["user_id"].astype(str).to_numpy())
+    emb.insert(2, "split", data.sequences["split"].to_numpy())
     out = run_dir / "interest_embeddings.parquet"
-    frame.to_parquet(out, index=False)
+    emb.to_parquet(out, index=False)
     with tracking.step_run(paths, state["parent_run_id"], "extract_interest_features"):
-        tracking.log_metrics({"n_embeddings": len(frame), "embedding_dim": states.shape[1],
-                              "users_per_s": rows["user_id"].nunique() / max(seconds, 1e-9),
-                              "sequences_per_s": len(rows) / max(seconds, 1e-9)})
+        tracking.log_metrics({"n_embeddings": len(emb), "n_components": fitted.n_components,
+                              "users_per_s": emb["user_id"].nunique() / max(seconds, 1e-9),
+                              "sequences_per_s": len(emb) / max(seconds, 1e-9)})
         tracking.log_artifacts(out, "features")
-    return {"path": str(out), "n_embeddings": int(len(frame)), "dim": int(states.shape[1])}
-
-
-def fit_pca(paths: Paths, run_dir: Path) -> dict:
-    """PCA on the training samples' embeddings only; components by explained variance."""
-    from ml_tasks import model as m
-    from ml_tasks import plots, stages, tracking
-
-    state = _read_state(run_dir)
-    config = _model_config(state)
-    data = _load_data(paths)
-    fitted = m.FittedInterestModel.load(run_dir / "lstm")
-    curve = stages.fit_pca_stage(fitted, data, config)
-    fitted.save(run_dir / "lstm")
-    with tracking.step_run(paths, state["parent_run_id"], "fit_pca"):
-        tracking.log_metrics({"n_components": fitted.n_components,
-                              "explained_variance": curve["cumulative"][fitted.n_components - 1]})
-        tracking.log_figure(plots.explained_variance(curve), "explained_variance.png")
-    return {"n_components": fitted.n_components}
-
-
-def fit_predictor(paths: Paths, run_dir: Path) -> dict:
-    """The predictor on (user, candidate category) pairs, and its ablation without LSTM features."""
-    from ml_tasks import model as m
-    from ml_tasks import stages, tracking
-
-    state = _read_state(run_dir)
-    config = _model_config(state)
-    data = _load_data(paths)
-    fitted = m.FittedInterestModel.load(run_dir / "lstm")
-    info = stages.fit_predictor_stage(fitted, data, config)
-    fitted.save(run_dir / "model")
-    with tracking.step_run(paths, state["parent_run_id"], "fit_predictor"):
-        tracking.log_params({"predictor": config.predictor, "predictor_c": config.predictor_c})
-        tracking.log_metrics({k: v for k, v in info.items() if k != "coefficients"})
-        tracking.log_dict(info.get("coefficients", {}), "predictor_coefficients.json")
-    return {k: v for k, v in info.items() if k != "coefficients"}
+        hist = emb[emb["split"] != "score"]
+        some = hist["user_id"].drop_duplicates().head(300)
+        tracking.log_figure(plots.trajectories(hist[hist["user_id"].isin(some)]), "interest_trajectories.png")
+    return {"path": str(out), "n_embeddings": int(len(emb)), "n_components": int(fitted.n_components)}
 
 
 def _last(values: list[float] | None) -> float | None:
@@ -362,10 +331,6 @@ def evaluate(paths: Paths, run_dir: Path) -> dict:
             tracking.log_metrics(champion_metrics, prefix="champion.")
         tracking.log_dict(report, "report.json")
         tracking.log_figure(plots.model_vs_baselines(report), "model_vs_baselines.png")
-        seqs = data.sequences[data.sequences["split"] != "score"]
-        some_users = seqs["user_id"].drop_duplicates().head(300)
-        emb = m.interest_embeddings(candidate, seqs[seqs["user_id"].isin(some_users)])
-        tracking.log_figure(plots.trajectories(emb), "interest_trajectories.png")
     _update_state(run_dir, evaluated=True)
     return {"ndcg@10": results[MODEL_NAME]["ndcg@10"],
             "ablation_ndcg@10": results[ABLATION_NAME]["ndcg@10"],
@@ -601,10 +566,8 @@ def train_pipeline(paths: Paths, overrides: dict[str, Any] | None = None, margin
     run_dir = run_dir or _cli_run_dir(paths, "train")
     return _run_steps([
         ("start", lambda: start_training(paths, run_dir, kind="full_retrain", overrides=overrides)),
-        ("train", lambda: train_sequence_model(paths, run_dir)),
+        ("fit", lambda: fit_model(paths, run_dir)),
         ("features", lambda: extract_interest_features(paths, run_dir)),
-        ("pca", lambda: fit_pca(paths, run_dir)),
-        ("predictor", lambda: fit_predictor(paths, run_dir)),
         ("evaluate", lambda: evaluate(paths, run_dir)),
         ("register", lambda: register_model(paths, run_dir, margin=margin)),
         ("score", lambda: score_run(paths, run_dir)),

@@ -63,7 +63,7 @@ def test_dags_run_the_whole_pipeline(airflow_db, pipeline_paths, monkeypatch):
     assert 0.0 < info["metrics"]["ndcg_at_10"] <= 1.0
     runs = tracking.latest_runs(paths, max_results=100)
     names = set(runs["tags.mlflow.runName"])
-    assert {"eval:popularity", "eval:recency_decay", "eval:lstm_pca_predictor", "train_sequence_model"} <= names
+    assert {"eval:popularity", "eval:recency_decay", "eval:lstm_pca_predictor", "fit_model"} <= names
     scored = _query(paths.warehouse, "select count(distinct user_id), count(*) from serving.user_interest_scores")
     assert scored[0][0] > 0 and scored[0][1] >= scored[0][0]
     trajectory_users = _query(paths.warehouse, "select count(distinct user_id) from serving.user_interest_trajectory")
