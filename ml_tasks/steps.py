@@ -63,9 +63,14 @@ def ingest(paths: Paths, events_path: str | Path | None, fmt: str = "generic") -
                 raise PipelineError(f"{path}: no such file or folder")
             return ingest_mod.ingest_file(path, fmt, paths.warehouse, progress=True)
         paths.landing_dir.mkdir(parents=True, exist_ok=True)
-        return ingest_mod.ingest_dir(paths.landing_dir, paths.warehouse, fmt)
+        summary = ingest_mod.ingest_dir(paths.landing_dir, paths.warehouse, fmt)
     except ingest_mod.IngestError as exc:
         raise PipelineError(str(exc)) from exc
+    if summary.get("files_failed"):
+        failed = "; ".join(str(f) for f in summary["files_failed"])
+        raise PipelineError(f"{len(summary['files_failed'])} landing file(s) could not be loaded "
+                            f"(the other {summary['files_loaded']} loaded): {failed}")
+    return summary
 
 
 def build(paths: Paths, config: WarehouseConfig | None = None, full_refresh: bool = False,
