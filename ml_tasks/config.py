@@ -101,6 +101,9 @@ class ModelConfig:
     max_train_sequences: int | None = 30_000  # subsample (user, cutoff) rows above this many
     min_category_events: int = 3  # rarer categories share the out-of-vocabulary bucket
     unroll: bool = False  # unrolled LSTMs trace for a long time and were slower on the Taobao sample
+    catch_up_epochs: int = 0  # after the predictor is fitted, train the LSTM on to the fit's limit
+    catch_up_lr_factor: float = 0.5
+    catch_up_window_only: bool = False  # only the samples after the predictor's cutoff - horizon
     # PCA
     pca_variance: float = 0.95
     # predictor

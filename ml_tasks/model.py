@@ -14,6 +14,8 @@ Public API::
 
     ModelData(events, categories, sequences, pair_features, protocol)     # the five exports
     ModelData.from_dir(export_dir) -> ModelData                          # reads Parquet only
+    ModelData.from_events(events, horizon_hours=48, cutoff_step_hours=12, sequence_length=50)
+                                                          # the same frames built in memory (tests)
     fit(data, config, final=False, epochs=None) -> FittedInterestModel
     select_and_fit(data, config) -> (final_model, selection_model)
     fine_tune(model, data, config=None) -> FittedInterestModel          # warm start, newest window
@@ -48,6 +50,7 @@ from ml_tasks.predictor import (
     candidate_pairs,
     feature_matrix,
     pair_labels,
+    popularity_from_events,
     popularity_table,
     score_matrix,
 )
@@ -87,6 +90,108 @@ class ModelData:
             sequences=read(EXPORT_SEQUENCES),
             pair_features=read(EXPORT_PAIR_FEATURES),
             protocol={k: int(v) for k, v in proto.iloc[0].to_dict().items()},
+        )
+
+    @classmethod
+    def from_events(
+        cls,
+        events: pd.DataFrame,
+        horizon_hours: int = 48,
+        cutoff_step_hours: int = 12,
+        sequence_length: int = 50,
+    ) -> ModelData:
+        """The exports built in memory from canonical events (``user_id, item_id, category_id,
+        event_type, event_ts``), with the warehouse's definitions: for tests, benchmarks and
+        notebooks; the pipeline reads the dbt exports (:meth:`from_dir`)."""
+        from ml_tasks import online
+        from ml_tasks.features import EVENT_TYPE_INDEX
+
+        ev = events.copy()
+        ev["user_id"] = ev["user_id"].astype(str)
+        ev["category_id"] = ev["category_id"].astype(str)
+        ev["event_ts"] = ev["event_ts"].astype("int64")
+        if "item_id" not in ev:
+            ev["item_id"] = ""
+        ev = ev.drop_duplicates().sort_values(["user_id", "event_ts", "category_id", "event_type"], kind="stable")
+        first = ev.groupby("category_id")["event_ts"].agg(["min", "size"]).reset_index()
+        first = first.sort_values(["min", "category_id"]).reset_index(drop=True)
+        first["category_idx"] = np.arange(1, len(first) + 1, dtype=np.int32)
+        ev["category_idx"] = ev["category_id"].map(dict(zip(first["category_id"], first["category_idx"], strict=True)))
+        ev["category_idx"] = ev["category_idx"].astype(np.int32)
+        ev["event_at"] = pd.to_datetime(ev["event_ts"], unit="s", utc=True)
+        ev = ev.reset_index(drop=True)
+        users_per_cat = ev.groupby("category_id")["user_id"].nunique()
+        categories = pd.DataFrame(
+            {
+                "category_idx": first["category_idx"],
+                "category_id": first["category_id"],
+                "first_event_ts": first["min"].astype("int64"),
+                "n_events": first["size"].astype("int64"),
+                "n_users": first["category_id"].map(users_per_cat).astype("int64"),
+            }
+        )
+        h = horizon_hours * 3600
+        max_ts = int(ev["event_ts"].max())
+        test, val = max_ts - h, max_ts - 2 * h
+        plan = [(test, "test"), (max_ts + 1, "score")]
+        c = test - cutoff_step_hours * 3600
+        while c > int(ev["event_ts"].min()):
+            if c + h <= val:
+                plan.append((c, "train"))
+            elif c <= val:
+                plan.append((c, "val"))
+            c -= cutoff_step_hours * 3600
+        seq_rows, pair_parts = [], []
+        by_user = {u: g for u, g in ev.groupby("user_id", sort=True)}
+        for cutoff, split in sorted(plan):
+            rows = []
+            for user, g in by_user.items():
+                ts = g["event_ts"].to_numpy()
+                n = int(np.searchsorted(ts, cutoff, side="left"))
+                if n == 0:
+                    continue
+                if split == "score":
+                    labels, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+                else:
+                    end = int(np.searchsorted(ts, cutoff + h, side="left"))
+                    labels, counts = np.unique(g["category_idx"].to_numpy()[n:end], return_counts=True)
+                    if not len(labels):
+                        continue
+                tail = g.iloc[max(0, n - sequence_length) : n]
+                rows.append(
+                    {
+                        "user_id": user,
+                        "cutoff_ts": int(cutoff),
+                        "split": split,
+                        "n_history_events": n,
+                        "seq_category_idx": tail["category_idx"].to_numpy(dtype=np.int64).tolist(),
+                        "seq_event_type_idx": tail["event_type"].map(EVENT_TYPE_INDEX).to_numpy(dtype=np.int64).tolist(),
+                        "seq_gap_hours": ((cutoff - tail["event_ts"].to_numpy()) / 3600.0).tolist(),
+                        "label_category_idx": labels.tolist(),
+                        "label_event_counts": counts.tolist(),
+                    }
+                )
+            if not rows:
+                continue
+            seq_rows.extend(rows)
+            cut = pd.Series({r["user_id"]: r["cutoff_ts"] for r in rows})
+            pair_parts.append(online.pair_features_at(ev[ev["user_id"].isin(cut.index)], cut, horizon_hours))
+        protocol = {
+            "max_ts": max_ts,
+            "test_cutoff_ts": test,
+            "val_cutoff_ts": val,
+            "score_cutoff_ts": max_ts + 1,
+            "horizon_hours": horizon_hours,
+            "cutoff_step_hours": cutoff_step_hours,
+            "sequence_length": sequence_length,
+        }
+        cols = ["user_id", "item_id", "category_id", "category_idx", "event_type", "event_at", "event_ts"]
+        return cls(
+            events=ev[cols],
+            categories=categories,
+            sequences=pd.DataFrame(seq_rows),
+            pair_features=pd.concat(pair_parts, ignore_index=True),
+            protocol=protocol,
         )
 
     @property
@@ -303,7 +408,7 @@ def _fit_heads(
     from ml_tasks.pca import fit_pca
 
     rows = _predictor_rows(data, limit_ts, predictor_cutoffs)
-    pop = popularity_table(data.pair_features)
+    pop = popularity_from_events(data.events, rows["cutoff_ts"].unique(), data.horizon_hours)
     n_hist = data.pair_features.groupby(["user_id", "cutoff_ts"]).size().mean() if len(rows) else 0
     est_pairs = len(rows) * (n_hist + config.n_popular_candidates + config.top_k_candidates)
     rows = _subsample_rows(rows, est_pairs, config.max_predictor_rows, config.seed)
@@ -378,8 +483,35 @@ def fit(data: ModelData, config: ModelConfig, final: bool = False, epochs: int |
     )
     cutoffs = [lstm_limit] if config.predictor_samples == "stage" else None
     _fit_heads(model, data, limit, config, predictor_cutoffs=cutoffs)
+    if config.catch_up_epochs > 0 and lstm_limit < limit:
+        _catch_up(model, data, config, lstm_limit, limit)
     model.info["fit_seconds"] = time.perf_counter() - start
     return model
+
+
+def _catch_up(model: FittedInterestModel, data: ModelData, config: ModelConfig, since_ts: int, limit_ts: int) -> None:
+    """Continue training the LSTM on the samples up to ``limit_ts`` (everything the model may know
+    when it scores at ``limit_ts``), so it scores with the same up-to-date knowledge it had at
+    ``since_ts`` when the predictor learned from it. PCA and predictor stay as fitted."""
+    seqs = data.sequences
+    rows = seqs[(seqs["cutoff_ts"] <= limit_ts) & (seqs["split"] != "score")]
+    if config.catch_up_window_only:
+        rows = rows[rows["cutoff_ts"] > since_ts - data.horizon_hours * 3600]
+    if config.max_train_sequences and len(rows) > config.max_train_sequences:
+        rows = rows.sample(config.max_train_sequences, random_state=config.seed)
+    rows = rows.sort_values(["user_id", "cutoff_ts"]).reset_index(drop=True)
+    model.keras_model, info = _train_lstm(
+        data,
+        config,
+        limit_ts,
+        model.vocab,
+        config.catch_up_epochs,
+        early_stopping=False,
+        keras_model=model.keras_model,
+        rows=rows,
+        learning_rate=config.learning_rate * config.catch_up_lr_factor,
+    )
+    model.info["catch_up"] = {k: v for k, v in info.items() if k != "history"} | {"history": info["history"]}
 
 
 def select_and_fit(data: ModelData, config: ModelConfig) -> tuple[FittedInterestModel, FittedInterestModel]:

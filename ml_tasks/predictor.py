@@ -24,7 +24,8 @@ popularity features only (and without the LSTM's top-K candidates).
 
 Public API::
 
-    popularity_table(pair_features, horizon_hours) -> DataFrame[cutoff_ts, category_idx, pop_horizon, pop_total]
+    popularity_table(pair_features) -> DataFrame[cutoff_ts, category_idx, pop_horizon, pop_total, pop_rank]
+    popularity_from_events(events, cutoffs, horizon_hours) -> the same, from raw events
     LstmBlock(log_probs, z, category_dirs, vocab)                 # per-sample LSTM outputs
     candidate_pairs(rows, pair_features, popularity, n_popular, lstm=None, top_k=0) -> DataFrame
     feature_matrix(pairs, rows, pair_features, popularity, lstm=None) -> (X, names)
@@ -94,12 +95,11 @@ class LstmBlock:
         return names
 
 
-def popularity_table(pair_features: pd.DataFrame, horizon_hours: float | None = None) -> pd.DataFrame:
-    """Per (cutoff, category): events of all users in the last horizon and before the cutoff.
-
-    Derived from ``ml_pair_features`` (every user with history has rows at a cutoff), so it equals
-    the counts from raw events for the cutoffs the frame covers.
-    """
+def popularity_table(pair_features: pd.DataFrame) -> pd.DataFrame:
+    """Per (cutoff, category): events in the last horizon and before the cutoff, summed over the users
+    of ``pair_features``. Equal to the global counts only where every user with history has rows
+    (the score cutoff); the evaluation and the fit use :func:`popularity_from_events` instead, since the
+    warehouse keeps train/val/test rows only for users with label events."""
     pop = (
         pair_features.groupby(["cutoff_ts", "category_idx"], sort=False)
         .agg(pop_horizon=("n_events_last_horizon", "sum"), pop_total=("n_events", "sum"))
@@ -107,6 +107,35 @@ def popularity_table(pair_features: pd.DataFrame, horizon_hours: float | None = 
     )
     pop["pop_rank"] = pop.groupby("cutoff_ts")["pop_horizon"].rank(method="first", ascending=False)
     return pop
+
+
+def popularity_from_events(events: pd.DataFrame, cutoffs, horizon_hours: float) -> pd.DataFrame:
+    """:func:`popularity_table` computed from raw events (all users, strictly before each cutoff).
+
+    One binary search per category over its sorted timestamps, so thousands of cutoffs are cheap.
+    """
+    cols = ["cutoff_ts", "category_idx", "pop_horizon", "pop_total", "pop_rank"]
+    cuts = np.unique(np.asarray(list(cutoffs), dtype=np.int64))
+    if not len(cuts) or not len(events):
+        return pd.DataFrame(columns=cols)
+    ev = events[["category_idx", "event_ts"]].sort_values(["category_idx", "event_ts"], kind="stable")
+    cat = ev["category_idx"].to_numpy(dtype=np.int64)
+    ts = ev["event_ts"].to_numpy(dtype=np.int64)
+    cats, starts = np.unique(cat, return_index=True)
+    ends = np.append(starts[1:], len(cat))
+    lo = cuts - int(horizon_hours * 3600)
+    total = np.empty((len(cats), len(cuts)), dtype=np.int64)
+    recent = np.empty_like(total)
+    for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        t = ts[a:b]
+        total[i] = np.searchsorted(t, cuts, side="left")
+        recent[i] = total[i] - np.searchsorted(t, lo, side="left")
+    ci, ki = np.nonzero(total > 0)
+    pop = pd.DataFrame(
+        {"cutoff_ts": cuts[ki], "category_idx": cats[ci], "pop_horizon": recent[ci, ki], "pop_total": total[ci, ki]}
+    ).sort_values(["cutoff_ts", "category_idx"], ignore_index=True)
+    pop["pop_rank"] = pop.groupby("cutoff_ts")["pop_horizon"].rank(method="first", ascending=False)
+    return pop[cols]
 
 
 def _top_popular(popularity: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -201,8 +230,7 @@ def feature_matrix(
         in_vocab = m <= lstm.vocab.size
         lp = lstm.log_probs[r, m]
         # rank of the category in the head's distribution over real categories (1 = top)
-        real = lstm.log_probs[:, 1 : lstm.vocab.size + 1]
-        rank = (real[r] > lp[:, None]).sum(axis=1) + 1
+        rank = _rank_in_rows(lstm.log_probs[:, 1 : lstm.vocab.size + 1], r, lp)
         if "head" in lstm.parts:
             new = 1.0 - in_hist.astype(float)
             nxt = lstm.next_log_probs[r, m] if lstm.next_log_probs is not None else np.zeros(len(r))
@@ -211,9 +239,27 @@ def feature_matrix(
             # the in-vocabulary pairs, so their ranking rests on the other features
             if in_vocab.any() and not in_vocab.all():
                 head[~in_vocab] = head[in_vocab].mean(axis=0)
-            blocks.append(np.column_stack([head, head[:, [0]] * new, head[:, [2]] * new]))
+            blocks.append(np.column_stack([head, head[:, 0] * new, head[:, 2] * new]))
+        if "pca" in lstm.parts:
+            blocks.append(lstm.z[r] * lstm.category_dirs[:, m].T * in_vocab[:, None])
         names += lstm.feature_names()
     return np.hstack(blocks).astype(np.float64), names
+
+
+def _rank_in_rows(values: np.ndarray, rows: np.ndarray, query: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """1 + how many entries of ``values[rows[i]]`` exceed ``query[i]`` (sorted rows, binary search)."""
+    rank = np.empty(len(rows), dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    rows_sorted = rows[order]
+    bounds = np.searchsorted(rows_sorted, np.arange(len(values) + 1))
+    for start in range(0, len(values), chunk):
+        block = np.sort(values[start : start + chunk], axis=1)
+        for j, row_values in enumerate(block):
+            lo, hi = bounds[start + j], bounds[start + j + 1]
+            if hi > lo:
+                idx = order[lo:hi]
+                rank[idx] = len(row_values) - np.searchsorted(row_values, query[idx], side="right") + 1
+    return rank
 
 
 def pair_labels(pairs: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
