@@ -4,7 +4,8 @@ Sudden interest shifts can mean a changed life or a hijacked account; they are f
 The distance is the cosine distance between a user's PCA interest vector at the scoring cutoff and
 at the previous scoring's cutoff (both computed with the same model, so the spaces match). A user is
 flagged when the distance is an outlier among this scoring's users: above the median plus
-``k`` scaled median absolute deviations, and above an absolute floor.
+``k`` scaled median absolute deviations, and above an absolute floor (cosine distance 0.8 by
+default: on the default synthetic data about 6% of active users between two daily scorings).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ def active_users(score_rows: pd.DataFrame, active_days: float) -> pd.DataFrame:
     return score_rows[last_gap <= active_days * 24.0].reset_index(drop=True)
 
 
-def interest_shifts(now: pd.DataFrame, before: pd.DataFrame, k: float = 3.0,
-                    min_distance: float = 0.2) -> pd.DataFrame:
+def interest_shifts(now: pd.DataFrame, before: pd.DataFrame, k: float = 5.0,
+                    min_distance: float = 0.8) -> pd.DataFrame:
     """Users whose interest vector moved sharply between two cutoffs.
 
     ``now`` and ``before``: ``user_id, cutoff_ts, pc_1..pc_n`` (one row per user). Returns
