@@ -772,7 +772,8 @@ def simulate(paths: Paths, days: int = 4, out: Path | None = None, events: Path 
         if int(log_frame["event_ts"].min()) >= bounds[0] - 3 * 86_400:
             raise PipelineError(f"the log is too short to hold back {days} days and still train a model")
         ws.landing_dir.mkdir(parents=True)
-        config = replace(ModelConfig(), **{k: v for k, v in (overrides or {}).items() if v is not None})
+        config = replace(ModelConfig(), **PIPELINE_MODEL_DEFAULTS)
+        config = replace(config, **{k: v for k, v in (overrides or {}).items() if v is not None})
 
         def land_and_build(frame, name: str):
             file = ws.landing_dir / f"{name}.csv"
