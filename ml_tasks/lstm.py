@@ -215,13 +215,21 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
 
 
+class _LastStep(layers.Layer):
+    """``x[:, -1, :]`` as a named layer: a bare slice adds an auto-named op (``get_item_N``) that can
+    clash with the op names of a model loaded from disk."""
+
+    def call(self, x):
+        return x[:, -1, :]
+
+
 def _readout_model(model: keras.Model) -> keras.Model:
     """One forward pass for everything downstream needs (cached on the model object)."""
     readout = getattr(model, "_iep_readout", None)
     if readout is None:
-        state = model.get_layer(STATE_LAYER).output[:, -1, :]
+        state = _LastStep(name="iep_readout_state")(model.get_layer(STATE_LAYER).output)
         outputs = {"state": state, "window": model.get_layer("window").output}
-        outputs["next"] = model.get_layer("next").output[:, -1, :]
+        outputs["next"] = _LastStep(name="iep_readout_next")(model.get_layer("next").output)
         readout = keras.Model(model.inputs, outputs)
         model._iep_readout = readout
     return readout
