@@ -86,31 +86,31 @@ class ModelConfig:
     seed: int = 42
     # sequence model
     embedding_dim: int = 32
-    embedding_init: float = 0.05  # stddev of the (tied) category embedding at initialisation
+    embedding_init: float = 0.3  # stddev of the (tied) category embedding at initialisation
     clipnorm: float | None = None
     lstm_units: tuple[int, ...] = (64, 64)
     dropout: float = 0.1
     epochs: int = 10
     batch_size: int = 128
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-2
     early_stopping_patience: int = 2
-    early_stopping_monitor: str = "val_next_loss"  # next-event loss on events after the LSTM's limit
+    early_stopping_monitor: str = "val_window_loss"  # or val_next_loss; both on data after the LSTM's limit
     next_positions: int | None = 16  # next-event objective on the last K positions (None: all)
     next_loss_weight: float = 1.0  # next-event objective
     window_loss_weight: float = 1.0  # next-window category distribution at the last position
     max_train_sequences: int | None = 30_000  # subsample (user, cutoff) rows above this many
-    min_category_events: int = 3  # rarer categories share the out-of-vocabulary bucket
+    min_category_events: int = 1  # rarer categories share the out-of-vocabulary bucket
     unroll: bool = False  # unrolled LSTMs trace for a long time and were slower on the Taobao sample
     catch_up_epochs: int = 0  # after the predictor is fitted, train the LSTM on to the fit's limit
     catch_up_lr_factor: float = 0.5
     catch_up_window_only: bool = False  # only the samples after the predictor's cutoff - horizon
     # PCA
-    pca_variance: float = 0.95
+    pca_variance: float = 0.8
     # predictor
     predictor: str = "logistic"  # logistic | hist_gradient_boosting
     predictor_c: float = 1.0  # inverse L2 strength of the logistic regression
     lstm_features: tuple[str, ...] = ("head", "pca")  # head: log-prob/rank; pca: z_j * category_j
-    top_k_candidates: int = 50  # the LSTM head's top-K join the candidates
+    top_k_candidates: int = 10  # the LSTM head's top-K join the candidates
     n_popular_candidates: int = 50  # the most popular categories of the last horizon join them too
     predictor_samples: str = "stage"  # "stage": the samples at the LSTM's limit; "all": every labelled one
     max_predictor_rows: int = 400_000  # (user, cutoff, candidate) rows used to fit the predictor

@@ -61,7 +61,9 @@ class CutoffContext:
 
 def cutoff_context(events: pd.DataFrame, cutoff_ts: int, horizon_hours: float) -> CutoffContext:
     before = events[events["event_ts"] < cutoff_ts]
-    window = events[(events["event_ts"] >= cutoff_ts) & (events["event_ts"] < cutoff_ts + horizon_hours * 3600)]
+    window = events[
+        (events["event_ts"] >= cutoff_ts) & (events["event_ts"] < cutoff_ts + horizon_hours * 3600)
+    ]
     users = sorted(set(before["user_id"].astype(str)) & set(window["user_id"].astype(str)))
     candidates = np.sort(before["category_idx"].unique()).astype(np.int64)
 
@@ -111,7 +113,9 @@ def tune_half_life(
     ctx = cutoff_context(ev, data.val_cutoff_ts, data.horizon_hours)
     results = {}
     for hl in grid:
-        s = baselines.recency_decay(ev, ctx.cutoff_ts, ctx.users, ctx.candidates, ctx.horizon_hours, hl, weights)
+        s = baselines.recency_decay(
+            ev, ctx.cutoff_ts, ctx.users, ctx.candidates, ctx.horizon_hours, hl, weights
+        )
         results[float(hl)] = ctx.metrics(s)["ndcg@10"]
     best = max(results, key=lambda h: (results[h], -abs(h - 72.0)))
     return best, results
@@ -238,10 +242,21 @@ def run_evaluation(
 
 
 def baseline_metrics_one(
-    data: Any, ctx: CutoffContext, name: str, half_life_hours: float, weights: Mapping[str, float] = EVENT_WEIGHTS
+    data: Any,
+    ctx: CutoffContext,
+    name: str,
+    half_life_hours: float,
+    weights: Mapping[str, float] = EVENT_WEIGHTS,
 ) -> dict[str, float]:
     s = baselines.baseline_scores(
-        name, _events(data), ctx.cutoff_ts, ctx.users, ctx.candidates, ctx.horizon_hours, half_life_hours, weights
+        name,
+        _events(data),
+        ctx.cutoff_ts,
+        ctx.users,
+        ctx.candidates,
+        ctx.horizon_hours,
+        half_life_hours,
+        weights,
     )
     return ctx.metrics(s)
 
@@ -251,7 +266,9 @@ def _top1(pairs: pd.DataFrame, score: np.ndarray, pop: pd.DataFrame, cutoffs: np
     df = pairs[["row", "category_idx"]].copy()
     df["score"] = score
     df["cutoff_ts"] = cutoffs[df["row"].to_numpy()]
-    df = df.merge(pop[["cutoff_ts", "category_idx", "pop_horizon"]], on=["cutoff_ts", "category_idx"], how="left")
+    df = df.merge(
+        pop[["cutoff_ts", "category_idx", "pop_horizon"]], on=["cutoff_ts", "category_idx"], how="left"
+    )
     df["pop_horizon"] = df["pop_horizon"].fillna(0)
     df = df.sort_values(["row", "score", "pop_horizon", "category_idx"], ascending=[True, False, False, True])
     first = df.drop_duplicates("row")
@@ -277,12 +294,16 @@ def switch_follow(
     from ml_tasks.model import score_pairs
     from ml_tasks.predictor import popularity_from_events
 
-    cat_idx = dict(zip(data.categories["category_id"].astype(str), data.categories["category_idx"], strict=True))
+    cat_idx = dict(
+        zip(data.categories["category_id"].astype(str), data.categories["category_idx"], strict=True)
+    )
     sw = truth[truth["profile"] == "switch"].copy()
     sw["user_id"] = sw["user_id"].astype(str)
     sw = sw.groupby("user_id", sort=True)[["switch_ts", "new_top_category_id"]].first()
     sw["new_top"] = sw["new_top_category_id"].astype(str).map(cat_idx)
-    since = int(model.info.get("lstm_limit_ts", model.trained_until_ts)) if since_ts is None else int(since_ts)
+    since = (
+        int(model.info.get("lstm_limit_ts", model.trained_until_ts)) if since_ts is None else int(since_ts)
+    )
     followed_from = sw[(sw["switch_ts"] >= since) & sw["new_top"].notna()]
     ev = _events(data)
     ev = ev[ev["user_id"].isin(followed_from.index)].sort_values(["user_id", "event_ts"], kind="stable")

@@ -34,6 +34,7 @@ Public API::
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any
 
 import keras
@@ -147,7 +148,9 @@ def build_model(n_outputs: int, config: ModelConfig, sequence_length: int) -> ke
         layers.Dropout(config.dropout, name="window_dropout")(state)
     )
     window_logits = Bias(n_outputs, name="window")(categories(window_proj, logits=True))
-    return keras.Model({"cat": cat, "etype": etype, "gaps": gaps}, {"next": next_logits, "window": window_logits})
+    return keras.Model(
+        {"cat": cat, "etype": etype, "gaps": gaps}, {"next": next_logits, "window": window_logits}
+    )
 
 
 def next_positions(model: keras.Model) -> int:
@@ -192,7 +195,9 @@ def train(
                 )
             )
     start = time.perf_counter()
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+    hist = model.fit(
+        train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False
+    )
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     epochs_run = len(next(iter(history.values()))) if history else 0
@@ -219,19 +224,30 @@ class _LastStep(layers.Layer):
     """``x[:, -1, :]`` as a named layer: a bare slice adds an auto-named op (``get_item_N``) that can
     clash with the op names of a model loaded from disk."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
     def call(self, x):
         return x[:, -1, :]
+
+    def compute_mask(self, x, mask=None):
+        return None
+
+
+# readout models per trained model, kept outside the Keras object so saving never sees them
+_READOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _readout_model(model: keras.Model) -> keras.Model:
     """One forward pass for everything downstream needs (cached on the model object)."""
-    readout = getattr(model, "_iep_readout", None)
+    readout = _READOUTS.get(model)
     if readout is None:
         state = _LastStep(name="iep_readout_state")(model.get_layer(STATE_LAYER).output)
         outputs = {"state": state, "window": model.get_layer("window").output}
         outputs["next"] = _LastStep(name="iep_readout_next")(model.get_layer("next").output)
         readout = keras.Model(model.inputs, outputs)
-        model._iep_readout = readout
+        _READOUTS[model] = readout
     return readout
 
 
@@ -267,6 +283,8 @@ def category_vectors(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
     ``kernel = W_proj @ E.T`` (``[units, V + 2]``) and ``bias = b_proj @ E.T + b``.
     """
     emb = np.asarray(model.get_layer("category_embedding").get_weights()[0], dtype=np.float64)
-    w_proj, b_proj = (np.asarray(w, dtype=np.float64) for w in model.get_layer("window_projection").get_weights())
+    w_proj, b_proj = (
+        np.asarray(w, dtype=np.float64) for w in model.get_layer("window_projection").get_weights()
+    )
     (b,) = model.get_layer("window").get_weights()
     return w_proj @ emb.T, b_proj @ emb.T + np.asarray(b, dtype=np.float64)

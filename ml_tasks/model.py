@@ -112,11 +112,15 @@ class ModelData:
         ev["event_ts"] = ev["event_ts"].astype("int64")
         if "item_id" not in ev:
             ev["item_id"] = ""
-        ev = ev.drop_duplicates().sort_values(["user_id", "event_ts", "category_id", "event_type"], kind="stable")
+        ev = ev.drop_duplicates().sort_values(
+            ["user_id", "event_ts", "category_id", "event_type"], kind="stable"
+        )
         first = ev.groupby("category_id")["event_ts"].agg(["min", "size"]).reset_index()
         first = first.sort_values(["min", "category_id"]).reset_index(drop=True)
         first["category_idx"] = np.arange(1, len(first) + 1, dtype=np.int32)
-        ev["category_idx"] = ev["category_id"].map(dict(zip(first["category_id"], first["category_idx"], strict=True)))
+        ev["category_idx"] = ev["category_id"].map(
+            dict(zip(first["category_id"], first["category_idx"], strict=True))
+        )
         ev["category_idx"] = ev["category_idx"].astype(np.int32)
         ev["event_at"] = pd.to_datetime(ev["event_ts"], unit="s", utc=True)
         ev = ev.reset_index(drop=True)
@@ -165,7 +169,10 @@ class ModelData:
                         "split": split,
                         "n_history_events": n,
                         "seq_category_idx": tail["category_idx"].to_numpy(dtype=np.int64).tolist(),
-                        "seq_event_type_idx": tail["event_type"].map(EVENT_TYPE_INDEX).to_numpy(dtype=np.int64).tolist(),
+                        "seq_event_type_idx": tail["event_type"]
+                        .map(EVENT_TYPE_INDEX)
+                        .to_numpy(dtype=np.int64)
+                        .tolist(),
                         "seq_gap_hours": ((cutoff - tail["event_ts"].to_numpy()) / 3600.0).tolist(),
                         "label_category_idx": labels.tolist(),
                         "label_event_counts": counts.tolist(),
@@ -328,7 +335,9 @@ def _subsample_rows(rows: pd.DataFrame, n_pairs_est: float, max_pairs: int, seed
     if n_pairs_est <= max_pairs:
         return rows
     frac = max_pairs / n_pairs_est
-    return rows.sample(frac=frac, random_state=seed).sort_values(["cutoff_ts", "user_id"]).reset_index(drop=True)
+    return (
+        rows.sample(frac=frac, random_state=seed).sort_values(["cutoff_ts", "user_id"]).reset_index(drop=True)
+    )
 
 
 def _stage_cutoff(data: ModelData, limit_ts: int) -> int:
@@ -379,7 +388,9 @@ def _train_lstm(
     if keras_model is None:
         keras_model = lstm.build_model(vocab.n_outputs, config, data.sequence_length)
     lstm.compile_model(keras_model, config, learning_rate)
-    info = lstm.train(keras_model, arrays, val, config, vocab.n_outputs, epochs=epochs, early_stopping=early_stopping)
+    info = lstm.train(
+        keras_model, arrays, val, config, vocab.n_outputs, epochs=epochs, early_stopping=early_stopping
+    )
     info["n_train_sequences"] = len(arrays)
     info["n_window_targets"] = int(arrays.window_weight.sum())
     return keras_model, info
@@ -438,7 +449,9 @@ def _fit_heads(
     return model
 
 
-def fit(data: ModelData, config: ModelConfig, final: bool = False, epochs: int | None = None) -> FittedInterestModel:
+def fit(
+    data: ModelData, config: ModelConfig, final: bool = False, epochs: int | None = None
+) -> FittedInterestModel:
     """Fit the whole model; nothing at or after ``limit`` (``T_val``, or ``T_test`` when ``final``) is used.
 
     Two stages in time, so the predictor learns from LSTM outputs on behaviour the LSTM never saw
@@ -489,7 +502,9 @@ def fit(data: ModelData, config: ModelConfig, final: bool = False, epochs: int |
     return model
 
 
-def _catch_up(model: FittedInterestModel, data: ModelData, config: ModelConfig, since_ts: int, limit_ts: int) -> None:
+def _catch_up(
+    model: FittedInterestModel, data: ModelData, config: ModelConfig, since_ts: int, limit_ts: int
+) -> None:
     """Continue training the LSTM on the samples up to ``limit_ts`` (everything the model may know
     when it scores at ``limit_ts``), so it scores with the same up-to-date knowledge it had at
     ``since_ts`` when the predictor learned from it. PCA and predictor stay as fitted."""
@@ -562,7 +577,12 @@ def fine_tune(
         sequence_length=model.sequence_length,
         horizon_hours=model.horizon_hours,
         trained_until_ts=limit,
-        info={"final": True, "seed": config.seed, "lstm": train_info, "fine_tuned_from": model.trained_until_ts},
+        info={
+            "final": True,
+            "seed": config.seed,
+            "lstm": train_info,
+            "fine_tuned_from": model.trained_until_ts,
+        },
     )
     return _fit_heads(tuned, data, limit, config)
 
@@ -582,7 +602,9 @@ def score_pairs(
     if use_lstm:
         arrays = encode_sequences(rows, model.vocab, model.sequence_length, with_labels=False)
         block = _lstm_block(model, arrays)
-        pairs = candidate_pairs(rows, pair_features, pop, cfg.n_popular_candidates, block, cfg.top_k_candidates)
+        pairs = candidate_pairs(
+            rows, pair_features, pop, cfg.n_popular_candidates, block, cfg.top_k_candidates
+        )
         x, _ = feature_matrix(pairs, rows, pair_features, pop, block)
         return pairs, model.predictor.predict(x)
     pairs = candidate_pairs(rows, pair_features, pop, cfg.n_popular_candidates)

@@ -63,10 +63,11 @@ BASE_FEATURES: tuple[str, ...] = (
     "log_pop_rank",
 )
 LSTM_FEATURES: tuple[str, ...] = (
-    "lstm_log_prob",  # the next-window head's log-probability of the category
-    "lstm_log_rank",  # its rank among all categories
+    "lstm_window_log_prob",  # the next-window head's log-probability of the category
+    "lstm_window_log_rank",  # its rank among the sample's candidates
     "lstm_next_log_prob",  # the next-event head: what the user does right after the cutoff
-    "lstm_log_prob_new",  # the same two for categories outside the user's history
+    "lstm_next_log_rank",
+    "lstm_window_log_prob_new",  # the two log-probabilities again for categories outside the history
     "lstm_next_log_prob_new",
 )
 _NEVER_HOURS = 24.0 * 365
@@ -132,7 +133,12 @@ def popularity_from_events(events: pd.DataFrame, cutoffs, horizon_hours: float) 
         recent[i] = total[i] - np.searchsorted(t, lo, side="left")
     ci, ki = np.nonzero(total > 0)
     pop = pd.DataFrame(
-        {"cutoff_ts": cuts[ki], "category_idx": cats[ci], "pop_horizon": recent[ci, ki], "pop_total": total[ci, ki]}
+        {
+            "cutoff_ts": cuts[ki],
+            "category_idx": cats[ci],
+            "pop_horizon": recent[ci, ki],
+            "pop_total": total[ci, ki],
+        }
     ).sort_values(["cutoff_ts", "category_idx"], ignore_index=True)
     pop["pop_rank"] = pop.groupby("cutoff_ts")["pop_horizon"].rank(method="first", ascending=False)
     return pop[cols]
@@ -193,7 +199,9 @@ def feature_matrix(
     pf["rank_decay_72h"] = grp["decay_72h"].rank(method="first", ascending=False)
     pf["n_history_categories"] = grp["category_idx"].transform("size")
     df = pairs.merge(keys[["row", "cutoff_ts", "n_history_events"]], on="row", how="left")
-    df = df.merge(pf.drop(columns=["user_id", "n_history_events"]), on=["row", "cutoff_ts", "category_idx"], how="left")
+    df = df.merge(
+        pf.drop(columns=["user_id", "n_history_events"]), on=["row", "cutoff_ts", "category_idx"], how="left"
+    )
     df = df.merge(popularity, on=["cutoff_ts", "category_idx"], how="left")
     in_hist = df["n_events"].notna().to_numpy()
     n_hist_cats = df.groupby("row")["n_history_categories"].transform("max").fillna(0).to_numpy()
@@ -229,21 +237,49 @@ def feature_matrix(
         m = lstm.vocab.encode(df["category_idx"].to_numpy())
         in_vocab = m <= lstm.vocab.size
         lp = lstm.log_probs[r, m]
-        # rank of the category in the head's distribution over real categories (1 = top)
-        rank = _rank_in_rows(lstm.log_probs[:, 1 : lstm.vocab.size + 1], r, lp)
         if "head" in lstm.parts:
             new = 1.0 - in_hist.astype(float)
             nxt = lstm.next_log_probs[r, m] if lstm.next_log_probs is not None else np.zeros(len(r))
-            head = np.column_stack([lp, np.log(rank), nxt])
-            # categories the LSTM never learned (out of vocabulary) get neutral values: the mean over
-            # the in-vocabulary pairs, so their ranking rests on the other features
-            if in_vocab.any() and not in_vocab.all():
-                head[~in_vocab] = head[in_vocab].mean(axis=0)
+            # categories the LSTM never learned (out of vocabulary) get the sample's mean: no signal
+            lp_c = _neutral_oov(lp, r, in_vocab)
+            nxt_c = _neutral_oov(nxt, r, in_vocab)
+            head = np.column_stack([lp_c, _row_log_rank(lp_c, r), nxt_c, _row_log_rank(nxt_c, r)])
             blocks.append(np.column_stack([head, head[:, 0] * new, head[:, 2] * new]))
         if "pca" in lstm.parts:
             blocks.append(lstm.z[r] * lstm.category_dirs[:, m].T * in_vocab[:, None])
         names += lstm.feature_names()
     return np.hstack(blocks).astype(np.float64), names
+
+
+def _row_groups(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    return inverse, np.bincount(inverse).astype(float)
+
+
+def _neutral_oov(values: np.ndarray, rows: np.ndarray, in_vocab: np.ndarray) -> np.ndarray:
+    inv, _ = _row_groups(rows)
+    n_in = np.bincount(inv, weights=in_vocab.astype(float))
+    s_in = np.bincount(inv, weights=np.where(in_vocab, values, 0.0))
+    mean_in = np.divide(s_in, n_in, out=np.zeros_like(s_in), where=n_in > 0)
+    return np.where(in_vocab, values, mean_in[inv])
+
+
+def _row_standardise(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    inv, n = _row_groups(rows)
+    mean = np.bincount(inv, weights=values) / n
+    var = np.bincount(inv, weights=(values - mean[inv]) ** 2) / n
+    return (values - mean[inv]) / np.sqrt(var[inv] + 1e-9)
+
+
+def _row_log_rank(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """log(rank) of each value within its row, 1 = highest."""
+    order = np.lexsort((-values, rows))
+    ranks = np.empty(len(values), dtype=float)
+    sorted_rows = rows[order]
+    starts = np.r_[0, np.flatnonzero(sorted_rows[1:] != sorted_rows[:-1]) + 1]
+    pos = np.arange(len(values)) - np.repeat(starts, np.diff(np.r_[starts, len(values)]))
+    ranks[order] = pos + 1
+    return np.log(ranks)
 
 
 def _rank_in_rows(values: np.ndarray, rows: np.ndarray, query: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -268,7 +304,9 @@ def pair_labels(pairs: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
     lab = pd.DataFrame(
         {
             "row": np.repeat(np.arange(len(labels)), [len(x) if x is not None else 0 for x in labels]),
-            "category_idx": np.concatenate([np.asarray(x if x is not None else [], dtype=np.int64) for x in labels])
+            "category_idx": np.concatenate(
+                [np.asarray(x if x is not None else [], dtype=np.int64) for x in labels]
+            )
             if len(labels)
             else np.zeros(0, np.int64),
         }

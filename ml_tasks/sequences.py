@@ -116,7 +116,9 @@ class SequenceArrays:
     def concat(parts: list[SequenceArrays]) -> SequenceArrays:
         width = max(p.label_idx.shape[1] for p in parts)
         labels = [np.pad(p.label_idx, ((0, 0), (width - p.label_idx.shape[1], 0))) for p in parts]
-        out = {k: np.concatenate([getattr(p, k) for p in parts]) for k in parts[0].__dict__ if k != "label_idx"}
+        out = {
+            k: np.concatenate([getattr(p, k) for p in parts]) for k in parts[0].__dict__ if k != "label_idx"
+        }
         return SequenceArrays(label_idx=np.concatenate(labels), **out)
 
     def inputs(self) -> dict[str, np.ndarray]:

@@ -1,0 +1,182 @@
+"""Behavioural tests of the interest model (LSTM -> PCA -> predictor) on small synthetic data."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_tasks.config import ModelConfig
+from ml_tasks.model import (
+    FittedInterestModel,
+    ModelData,
+    _lstm_training_rows,
+    _predictor_rows,
+    fine_tune,
+    fit,
+    interest_embeddings,
+    score,
+)
+from ml_tasks.sequences import Vocabulary, encode_sequences
+from ml_tasks.synthetic import SyntheticConfig, generate
+
+TINY = ModelConfig(
+    seed=1,
+    embedding_dim=8,
+    lstm_units=(16, 16),
+    epochs=3,
+    batch_size=64,
+    learning_rate=1e-2,
+    n_popular_candidates=5,
+    top_k_candidates=5,
+    fine_tune_epochs=1,
+)
+DAY = 86_400
+
+
+@pytest.fixture(scope="module")
+def data() -> ModelData:
+    events, _truth = generate(SyntheticConfig(n_users=120, n_categories=16, n_items=200, days=8, seed=5))
+    return ModelData.from_events(events, horizon_hours=24, cutoff_step_hours=12, sequence_length=20)
+
+
+@pytest.fixture(scope="module")
+def model(data) -> FittedInterestModel:
+    return fit(data, TINY, final=False)
+
+
+def test_in_memory_exports_follow_the_contract(data):
+    from ml_tasks.features import EXPORT_COLUMNS
+
+    assert set(EXPORT_COLUMNS["ml_sequences"]) <= set(data.sequences.columns)
+    assert set(EXPORT_COLUMNS["ml_pair_features"]) <= set(data.pair_features.columns)
+    seqs = data.sequences
+    assert (seqs.loc[seqs["split"] == "test", "cutoff_ts"] == data.test_cutoff_ts).all()
+    gaps = np.concatenate(seqs["seq_gap_hours"].map(np.asarray).to_numpy())
+    assert (gaps > 0).all()  # every input event lies strictly before its cutoff
+
+
+def test_training_rows_never_reach_past_the_limit(data):
+    limit = data.val_cutoff_ts
+    lstm_rows = _lstm_training_rows(data, limit, TINY)
+    assert (lstm_rows["cutoff_ts"] <= limit).all()
+    rows = _predictor_rows(data, limit)
+    assert len(rows) and (rows["cutoff_ts"] + data.horizon_hours * 3600 <= limit).all()
+
+
+def test_vocabulary_maps_unknown_categories_to_the_oov_bucket():
+    vocab = Vocabulary(np.array([3, 7, 9]))
+    assert list(vocab.encode(np.array([0, 3, 9, 8, 100]))) == [0, 1, 3, 4, 4]
+    assert list(vocab.decode(np.array([1, 2, 3, 4]))) == [3, 7, 9, 0]
+    assert vocab.n_outputs == 5
+
+
+def test_sequences_are_left_padded_with_next_event_targets():
+    rows = pd.DataFrame(
+        {
+            "user_id": ["u"],
+            "cutoff_ts": [100],
+            "seq_category_idx": [[3, 7, 3]],
+            "seq_event_type_idx": [[1, 4, 1]],
+            "seq_gap_hours": [[5.0, 2.0, 1.0]],
+            "label_category_idx": [[9]],
+        }
+    )
+    a = encode_sequences(rows, Vocabulary(np.array([3, 7])), sequence_length=5)
+    assert a.cat.tolist() == [[0, 0, 1, 2, 1]]
+    assert a.next_target.tolist() == [[0, 0, 2, 1, 0]]
+    assert a.label_idx.tolist() == [[3]]  # 9 is out of vocabulary
+    np.testing.assert_allclose(np.expm1(a.gaps[0, 2:, 1] * 5.0), [0.0, 3.0, 1.0], atol=1e-5)
+
+
+def test_fit_reports_history_pca_and_predictor(model):
+    assert model.info["lstm"]["epochs_run"] >= 1
+    assert set(model.info["lstm"]["history"]) >= {"loss", "next_loss", "window_loss"}
+    assert 1 <= model.n_components <= max(TINY.lstm_units)
+    curve = model.info["pca"]["cumulative"]
+    assert curve == sorted(curve) and curve[-1] == pytest.approx(1.0)
+    assert any(name.startswith("pc_") for name in model.predictor.feature_names)
+    assert not any(name.startswith(("pc_", "lstm_")) for name in model.ablation.feature_names)
+
+
+def _switch_rows(data: ModelData, model: FittedInterestModel):
+    """A user who browses category A for 2.5 days, then only category B for 2.5 days."""
+    cats = data.categories.sort_values("n_events", ascending=False)["category_idx"].to_numpy()
+    a, b = int(cats[0]), int(cats[5])
+    start = data.val_cutoff_ts - 4 * DAY
+    times = start + np.arange(40) * 3 * 3600
+    switch_at = 20
+    ev = pd.DataFrame(
+        {
+            "user_id": "switcher",
+            "category_idx": [a if i < switch_at else b for i in range(40)],
+            "event_type": "view",
+            "event_ts": times,
+        }
+    )
+    from ml_tasks import online
+
+    before_cut, after_cut = int(times[switch_at - 1]) + 1, int(times[-1]) + 1
+    out = []
+    for cutoff in (before_cut, after_cut):
+        cut = pd.Series({"switcher": cutoff})
+        rows = online.sequences_at(ev, cut, model.sequence_length)
+        pf = online.pair_features_at(ev, cut, model.horizon_hours)
+        out.append((rows, pf))
+    return a, b, out
+
+
+def _rank_of(ranked: pd.DataFrame, category: int) -> int:
+    hit = ranked.loc[ranked["category_idx"] == category, "rank"]
+    return int(hit.iloc[0]) if len(hit) else 10**6
+
+
+def test_a_user_who_switches_interest_sees_the_new_category_rise(data, model):
+    from ml_tasks.predictor import popularity_from_events
+
+    a, b, ((rows0, pf0), (rows1, pf1)) = _switch_rows(data, model)
+    ranks = []
+    for rows, pf in ((rows0, pf0), (rows1, pf1)):
+        pop = popularity_from_events(data.events, rows["cutoff_ts"], data.horizon_hours)
+        ranked = score(model, rows, pf, top_n=None, popularity=pop)
+        ranks.append((_rank_of(ranked, a), _rank_of(ranked, b)))
+    (a_before, b_before), (a_after, b_after) = ranks
+    assert a_before == 1 and b_before > 1  # before the switch, the long-time interest leads
+    assert b_after == 1 and a_after > 1  # two and a half days later, the new one does
+
+
+def test_save_load_round_trip_gives_identical_scores(tmp_path, data, model):
+    rows = data.sequences[data.sequences["cutoff_ts"] == data.test_cutoff_ts].head(20)
+    pf = data.pair_features[data.pair_features["cutoff_ts"] == data.test_cutoff_ts]
+    before = score(model, rows, pf, top_n=10)
+    model.save(tmp_path / "m")
+    loaded = FittedInterestModel.load(tmp_path / "m")
+    after = score(loaded, rows, pf, top_n=10)
+    pd.testing.assert_frame_equal(before, after)
+    emb0, emb1 = interest_embeddings(model, rows), interest_embeddings(loaded, rows)
+    pd.testing.assert_frame_equal(emb0, emb1)
+    assert list(emb0.columns[:2]) == ["user_id", "cutoff_ts"] and emb0.shape[1] == 2 + model.n_components
+
+
+def test_score_ranks_every_category_seen_before_the_cutoff(data, model):
+    rows = data.sequences[data.sequences["cutoff_ts"] == data.test_cutoff_ts].head(5)
+    pf = data.pair_features[data.pair_features["cutoff_ts"] == data.test_cutoff_ts]
+    ranked = score(model, rows, pf, top_n=None)
+    seen = data.events.loc[data.events["event_ts"] < data.test_cutoff_ts, "category_idx"].nunique()
+    assert ranked.groupby("user_id").size().eq(seen).all()
+    assert ranked.groupby("user_id")["rank"].apply(lambda r: list(r) == list(range(1, seen + 1))).all()
+
+
+def test_fine_tune_continues_from_the_weights(data, model):
+    tuned = fine_tune(model, data, replace(TINY, fine_tune_epochs=1))
+    assert tuned is not model and tuned.vocab.size == model.vocab.size
+    assert tuned.trained_until_ts == data.test_cutoff_ts
+    w0 = model.keras_model.get_layer("category_embedding").get_weights()[0]
+    w1 = tuned.keras_model.get_layer("category_embedding").get_weights()[0]
+    assert not np.allclose(w0, w1)
+    # the original is untouched and still scores
+    rows = data.sequences[data.sequences["cutoff_ts"] == data.test_cutoff_ts].head(3)
+    pf = data.pair_features[data.pair_features["cutoff_ts"] == data.test_cutoff_ts]
+    assert len(score(tuned, rows, pf, top_n=3)) == 9
