@@ -29,8 +29,12 @@ def explained_variance(curve: Mapping[str, Any]):
     chosen = curve.get("n_components")
     if chosen:
         ax.axvline(int(chosen), color="k", ls="--", lw=1, label=f"chosen: {int(chosen)}")
-    ax.set(xlabel="principal component", ylabel="explained variance", ylim=(0, 1.02),
-           title="PCA of the LSTM interest embeddings")
+    ax.set(
+        xlabel="principal component",
+        ylabel="explained variance",
+        ylim=(0, 1.02),
+        title="PCA of the LSTM interest embeddings",
+    )
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
@@ -43,7 +47,9 @@ def model_vs_baselines(report: Mapping[str, Any], metric: str = "ndcg@10"):
     values = [results[n][metric] for n in names]
     errors = [results[n].get(f"{metric}_std", 0.0) for n in names]
     fig, ax = _figure(7.0, 0.45 * len(names) + 1.2)
-    colors = ["tab:orange" if n in ("lstm_pca_predictor", "predictor_without_lstm") else "tab:blue" for n in names]
+    colors = [
+        "tab:orange" if n in ("lstm_pca_predictor", "predictor_without_lstm") else "tab:blue" for n in names
+    ]
     ax.barh(names, values, xerr=errors, color=colors)
     for y, v in enumerate(values):
         ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
@@ -87,5 +93,25 @@ def metrics_over_days(per_day: Sequence[Mapping[str, Any]], methods: Sequence[st
         ax.plot(days, [r[name][metric] for r in per_day], marker="o", label=name)
     ax.set(xlabel="simulated day", ylabel=metric, title="Periodic updates vs a never-updated model")
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def switch_follow(result: Mapping[str, Any]):
+    """Share of planted-switch users whose top-1 category is the new interest, k events after the switch
+    (``ml_tasks.evaluation.switch_follow``), one line per method."""
+    fig, ax = _figure()
+    for name, share in result.get("share_following_by_event", {}).items():
+        median = result.get("events_to_follow", {}).get(name, {}).get("median")
+        label = f"{name} (median {median:g} events)" if median is not None else name
+        ax.plot(range(len(share)), share, marker="o", ms=3, label=label)
+    n = result.get("n_users_followed")
+    ax.set(
+        xlabel="events after the switch",
+        ylabel="share of users whose top-1 is the new interest",
+        ylim=(0, 1.02),
+        title=f"Following a planted interest switch ({n} users)",
+    )
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
