@@ -171,7 +171,7 @@ def log_interest_model(model_dir: Path, signature_example: Any, output_example: 
 
     from ml_tasks.serving import InterestModelPyfunc
 
-    signature = infer_signature(signature_example, output_example)
+    signature = infer_signature(signature_example, output_example, params={"top_n": 20})
     info = mlflow.pyfunc.log_model(
         name="user_interest_model",
         python_model=InterestModelPyfunc(),
