@@ -89,15 +89,16 @@ class ModelConfig:
     embedding_init: float = 0.3  # stddev of the (tied) category embedding at initialisation
     clipnorm: float | None = None
     lstm_units: tuple[int, ...] = (64, 64)
+    skip_connections: bool = True  # the heads also see the last event's and the sequence's embeddings
     dropout: float = 0.1
-    epochs: int = 10
+    epochs: int = 15
     batch_size: int = 128
-    learning_rate: float = 1e-2
+    learning_rate: float = 3e-3
     early_stopping_patience: int = 2
-    early_stopping_monitor: str = "val_window_loss"  # or val_next_loss; both on data after the LSTM's limit
+    early_stopping_monitor: str = "val_next_loss"  # or val_window_loss; both on data after the LSTM's limit
     next_positions: int | None = 16  # next-event objective on the last K positions (None: all)
     next_loss_weight: float = 1.0  # next-event objective
-    window_loss_weight: float = 1.0  # next-window category distribution at the last position
+    window_loss_weight: float = 0.3  # next-window category distribution at the last position
     max_train_sequences: int | None = 30_000  # subsample (user, cutoff) rows above this many
     min_category_events: int = 1  # rarer categories share the out-of-vocabulary bucket
     unroll: bool = False  # unrolled LSTMs trace for a long time and were slower on the Taobao sample
@@ -109,7 +110,9 @@ class ModelConfig:
     # predictor
     predictor: str = "logistic"  # logistic | hist_gradient_boosting
     predictor_c: float = 1.0  # inverse L2 strength of the logistic regression
-    lstm_features: tuple[str, ...] = ("head", "pca")  # head: log-prob/rank; pca: z_j * category_j
+    # head: both heads' log-probabilities/ranks; pca: z_j * category_j; interactions: heads x recency;
+    # pca_interactions: z_j x recency/popularity (off: it overfits on the Taobao sample)
+    lstm_features: tuple[str, ...] = ("head", "pca", "interactions")
     top_k_candidates: int = 10  # the LSTM head's top-K join the candidates
     n_popular_candidates: int = 50  # the most popular categories of the last horizon join them too
     predictor_samples: str = "stage"  # "stage": the samples at the LSTM's limit; "all": every labelled one

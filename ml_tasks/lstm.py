@@ -121,6 +121,50 @@ class Bias(layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
+@keras.saving.register_keras_serializable(package="ml_tasks")
+class _LastStep(layers.Layer):
+    """``x[:, -1, :]`` as a named layer: a bare slice adds an auto-named op (``get_item_N``) that can
+    clash with the op names of a model loaded from disk."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, x):
+        return x[:, -1, :]
+
+    def compute_mask(self, x, mask=None):
+        return None
+
+
+@keras.saving.register_keras_serializable(package="ml_tasks")
+class _TailSteps(layers.Layer):
+    """``x[:, -k:, :]``: the positions that carry the next-event objective."""
+
+    def __init__(self, k: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.k = int(k)
+        self.supports_masking = True
+
+    def call(self, x):
+        return x[:, -self.k :, :]
+
+    def compute_mask(self, x, mask=None):
+        return None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "k": self.k}
+
+
+@keras.saving.register_keras_serializable(package="ml_tasks")
+class _MaskedMean(layers.Layer):
+    """Mean of ``x`` over the non-padding positions (``ids > 0``): the bag of the sequence."""
+
+    def call(self, x, ids):
+        w = ops.cast(ops.greater(ids, 0), x.dtype)[..., None]
+        return ops.sum(x * w, axis=1) / ops.maximum(ops.sum(w, axis=1), 1.0)
+
+
 def build_model(n_outputs: int, config: ModelConfig, sequence_length: int) -> keras.Model:
     """The two-headed sequence model; ``sequence_length`` is fixed so the LSTMs can be unrolled."""
     cat = keras.Input((sequence_length,), dtype="int32", name="cat")
@@ -139,13 +183,23 @@ def build_model(n_outputs: int, config: ModelConfig, sequence_length: int) -> ke
         x = layers.LSTM(
             units, return_sequences=True, unroll=config.unroll, name=STATE_LAYER if last else f"lstm_{i + 1}"
         )(x, mask=mask)
-    state = x[:, -1, :]
+    state = _LastStep(name="last_state")(x)
     k = min(config.next_positions or sequence_length, sequence_length)
-    recent = layers.Dropout(config.dropout, name="next_dropout")(x[:, sequence_length - k :, :])
+    recent = _TailSteps(k, name="recent_states")(x)
+    if config.skip_connections:
+        # the event's own embedding next to the LSTM output: copying the current category (the most
+        # frequent next event) is free, and the LSTM learns what the sequence adds to it
+        recent = layers.Concatenate(name="next_inputs")([recent, _TailSteps(k, name="recent_events")(cat_emb)])
+    recent = layers.Dropout(config.dropout, name="next_dropout")(recent)
     next_proj = layers.Dense(config.embedding_dim, name="next_projection")(recent)
     next_logits = Bias(n_outputs, name="next")(categories(next_proj, logits=True))
+    window_in = state
+    if config.skip_connections:
+        last_event = _LastStep(name="last_event")(cat_emb)
+        bag = _MaskedMean(name="sequence_bag")(cat_emb, cat)
+        window_in = layers.Concatenate(name="window_inputs")([state, last_event, bag])
     window_proj = layers.Dense(config.embedding_dim, name="window_projection")(
-        layers.Dropout(config.dropout, name="window_dropout")(state)
+        layers.Dropout(config.dropout, name="window_dropout")(window_in)
     )
     window_logits = Bias(n_outputs, name="window")(categories(window_proj, logits=True))
     return keras.Model(
@@ -220,21 +274,6 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
 
 
-class _LastStep(layers.Layer):
-    """``x[:, -1, :]`` as a named layer: a bare slice adds an auto-named op (``get_item_N``) that can
-    clash with the op names of a model loaded from disk."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.supports_masking = True
-
-    def call(self, x):
-        return x[:, -1, :]
-
-    def compute_mask(self, x, mask=None):
-        return None
-
-
 # readout models per trained model, kept outside the Keras object so saving never sees them
 _READOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -243,7 +282,7 @@ def _readout_model(model: keras.Model) -> keras.Model:
     """One forward pass for everything downstream needs (cached on the model object)."""
     readout = _READOUTS.get(model)
     if readout is None:
-        state = _LastStep(name="iep_readout_state")(model.get_layer(STATE_LAYER).output)
+        state = model.get_layer("last_state").output
         outputs = {"state": state, "window": model.get_layer("window").output}
         outputs["next"] = _LastStep(name="iep_readout_next")(model.get_layer("next").output)
         readout = keras.Model(model.inputs, outputs)
@@ -286,5 +325,8 @@ def category_vectors(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
     w_proj, b_proj = (
         np.asarray(w, dtype=np.float64) for w in model.get_layer("window_projection").get_weights()
     )
+    units = int(model.get_layer(STATE_LAYER).output.shape[-1])
     (b,) = model.get_layer("window").get_weights()
-    return w_proj @ emb.T, b_proj @ emb.T + np.asarray(b, dtype=np.float64)
+    # with skip connections the projection also reads the last event and the sequence bag: the
+    # hidden state's part is the first ``units`` rows
+    return w_proj[:units] @ emb.T, b_proj @ emb.T + np.asarray(b, dtype=np.float64)

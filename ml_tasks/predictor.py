@@ -62,14 +62,19 @@ BASE_FEATURES: tuple[str, ...] = (
     "log_pop_total",
     "log_pop_rank",
 )
-LSTM_FEATURES: tuple[str, ...] = (
+WINDOW_FEATURES: tuple[str, ...] = (
     "lstm_window_log_prob",  # the next-window head's log-probability of the category
     "lstm_window_log_rank",  # its rank among the sample's candidates
+    "lstm_window_log_prob_new",  # the log-probability again for categories outside the user's history
+)
+NEXT_FEATURES: tuple[str, ...] = (
     "lstm_next_log_prob",  # the next-event head: what the user does right after the cutoff
     "lstm_next_log_rank",
-    "lstm_window_log_prob_new",  # the two log-probabilities again for categories outside the history
     "lstm_next_log_prob_new",
 )
+LSTM_FEATURES: tuple[str, ...] = WINDOW_FEATURES + NEXT_FEATURES
+INTERACTION_BASE: tuple[str, ...] = ("log_decay_24h", "log_hours_since_last", "is_last_category", "in_history")
+PCA_INTERACTION_BASE: tuple[str, ...] = ("log_decay_24h", "log_decay_168h", "in_history", "log_pop_horizon")
 _NEVER_HOURS = 24.0 * 365
 
 
@@ -89,10 +94,20 @@ class LstmBlock:
     def n_components(self) -> int:
         return int(self.z.shape[1])
 
+    def wants(self, group: str) -> bool:
+        return group in self.parts or ("head" in self.parts and group in ("window", "next"))
+
     def feature_names(self) -> list[str]:
-        names = list(LSTM_FEATURES) if "head" in self.parts else []
+        names = list(WINDOW_FEATURES) if self.wants("window") else []
+        names += list(NEXT_FEATURES) if self.wants("next") else []
         if "pca" in self.parts:
             names += [f"pc_{j + 1}_x_category" for j in range(self.n_components)]
+        if "interactions" in self.parts:
+            for group in ("window", "next"):
+                if self.wants(group):
+                    names += [f"lstm_{group}_x_{b}" for b in INTERACTION_BASE]
+        if "pca_interactions" in self.parts:
+            names += [f"pc_{j + 1}_x_{b}" for b in PCA_INTERACTION_BASE for j in range(self.n_components)]
         return names
 
 
@@ -237,16 +252,29 @@ def feature_matrix(
         m = lstm.vocab.encode(df["category_idx"].to_numpy())
         in_vocab = m <= lstm.vocab.size
         lp = lstm.log_probs[r, m]
-        if "head" in lstm.parts:
-            new = 1.0 - in_hist.astype(float)
-            nxt = lstm.next_log_probs[r, m] if lstm.next_log_probs is not None else np.zeros(len(r))
-            # categories the LSTM never learned (out of vocabulary) get the sample's mean: no signal
+        new = 1.0 - in_hist.astype(float)
+        # categories the LSTM never learned (out of vocabulary) get the sample's mean: no signal
+        if lstm.wants("window"):
             lp_c = _neutral_oov(lp, r, in_vocab)
+            blocks.append(np.column_stack([lp_c, _row_log_rank(lp_c, r), lp_c * new]))
+        if lstm.wants("next"):
+            nxt = lstm.next_log_probs[r, m] if lstm.next_log_probs is not None else np.zeros(len(r))
             nxt_c = _neutral_oov(nxt, r, in_vocab)
-            head = np.column_stack([lp_c, _row_log_rank(lp_c, r), nxt_c, _row_log_rank(nxt_c, r)])
-            blocks.append(np.column_stack([head, head[:, 0] * new, head[:, 2] * new]))
+            blocks.append(np.column_stack([nxt_c, _row_log_rank(nxt_c, r), nxt_c * new]))
         if "pca" in lstm.parts:
             blocks.append(lstm.z[r] * lstm.category_dirs[:, m].T * in_vocab[:, None])
+        if "interactions" in lstm.parts:
+            # how the sequence model's view moves the recency signals (the LR is otherwise additive)
+            base = np.column_stack([feats[n] for n in INTERACTION_BASE])
+            for group in ("window", "next"):
+                if lstm.wants(group):
+                    v = _neutral_oov(lp if group == "window" else lstm.next_log_probs[r, m], r, in_vocab)
+                    v = _row_standardise(v, r)
+                    blocks.append(base * v[:, None])
+        if "pca_interactions" in lstm.parts:
+            # the user's interest state (PCA) re-weights recency and popularity per user
+            for b in PCA_INTERACTION_BASE:
+                blocks.append(lstm.z[r] * feats[b][:, None])
         names += lstm.feature_names()
     return np.hstack(blocks).astype(np.float64), names
 
