@@ -16,7 +16,7 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export TF_CPP_MIN_LOG_LEVEL := 2
 export IEP_DATA_DIR ?= $(CURDIR)/.data
 
-.PHONY: help install lock run update test test-fast test-e2e lint bench airflow mlflow dbt-docs compose-env clean
+.PHONY: help install lock run update test test-fast test-e2e lint bench airflow mlflow serve dbt-docs compose-env clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ airflow: install ## the Airflow UI on http://127.0.0.1:8080 (Ctrl-C stops it)
 
 mlflow: install ## the MLflow UI on http://127.0.0.1:5000 over the pipeline's store
 	$(BIN)/python scripts/servers.py mlflow
+
+serve: install ## serve user_interest_model@champion on http://127.0.0.1:5001/invocations (mlflow models serve)
+	$(BIN)/python scripts/servers.py model
 
 dbt-docs: install ## generate and serve the dbt docs on http://127.0.0.1:8081
 	$(BIN)/dbt docs generate --project-dir dbt_project --profiles-dir dbt_project

@@ -2,6 +2,7 @@
 
     python scripts/servers.py airflow [--port 8080] [--no-triggerer]
     python scripts/servers.py mlflow  [--port 5000]
+    python scripts/servers.py model   [--port 5001] [--alias champion]
     python scripts/servers.py provision          # what airflow-init runs in the compose stack
     python scripts/servers.py compose-env        # .env with generated secrets for docker compose
 
@@ -15,13 +16,18 @@ when it is stale, generates the admin password of Airflow's simple auth manager 
 (``MLFLOW_TRACKING_URI``, default ``sqlite:///<IEP_DATA_DIR>/mlflow/mlflow.db``, artifacts under
 ``<IEP_DATA_DIR>/mlflow/artifacts``).
 
+``model`` serves the registered model ``user_interest_model@<alias>`` from that store with
+``mlflow models serve`` (``--env-manager local``: this environment's packages) on 127.0.0.1:5001:
+``POST /invocations`` with a user's recent events returns ranked categories.
+
 Shutdown: Ctrl-C (SIGINT), SIGTERM or SIGHUP stop every process this script started, grandchildren
 included. The script makes itself a child subreaper (Linux), so processes orphaned during shutdown
 come back to it; it signals each child's process group, waits, then kills whatever descends from it.
 ``kill -9`` on this script still takes the direct children down with it (``PR_SET_PDEATHSIG``).
 
 The same code serves the browser tests: :func:`start_airflow` and :func:`start_mlflow` run this script
-in a new session and return a :class:`Server` (base URL, login, ``stop()``). Standard library only.
+in a new session and return a :class:`Server` (base URL, login, ``stop()``). Standard library only
+(``model`` imports mlflow to check the alias before it starts the server).
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 AIRFLOW_PORT = 8080
 MLFLOW_PORT = 5000
+MODEL_PORT = 5001
+REGISTERED_MODEL = "user_interest_model"
 #: every process started here (and its descendants) carries this variable; see :func:`tagged_processes`
 MARKER_ENV = "IEP_SERVER_ID"
 PASSWORD_FILE_NAME = "simple_auth_manager_passwords.json.generated"
@@ -576,6 +584,69 @@ def serve_mlflow(host: str, port: int, timeout: float = 300.0) -> int:
         print(f"stopped (no process left: {not descendants(os.getpid())})", flush=True)
 
 
+def serve_model(host: str, port: int, alias: str = "champion", timeout: float = 300.0) -> int:
+    """``mlflow models serve`` of ``user_interest_model@alias`` over the pipeline's store."""
+    env = dict(os.environ)
+    env.setdefault(MARKER_ENV, uuid.uuid4().hex)
+    uri, _ = mlflow_store(env)
+    env["MLFLOW_TRACKING_URI"] = uri
+    env["PATH"] = os.pathsep.join((str(BIN), env.get("PATH", "")))  # the scoring server's uvicorn
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        print(f"error: no MLflow store at {uri}; run `make run` first", file=sys.stderr)
+        return 2
+    if port_in_use(host, port):
+        print(f"error: {host}:{port} is already in use; stop it or pass --port", file=sys.stderr)
+        return 2
+    model_uri = f"models:/{REGISTERED_MODEL}@{alias}"
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        version = mlflow.MlflowClient().get_model_version_by_alias(REGISTERED_MODEL, alias).version
+    except Exception as exc:  # noqa: BLE001 - a missing model or alias is the user's situation, not a crash
+        print(f"error: {model_uri} not found in {uri} ({str(exc).splitlines()[0][:200]}); "
+              f"run `make run` first, or pass --alias", file=sys.stderr)
+        return 2
+    log_dir = Path(env.get("IEP_DATA_DIR") or REPO / ".data").expanduser().resolve() / "mlflow" / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    _install_stop_handlers()
+    url = f"http://{host}:{port}"
+    sup = Supervisor(env, log_dir)
+    started = time.monotonic()
+    try:
+        sup.start("model", [tool("mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+                            "--host", host, "--port", str(port), "--workers", "1"])
+        print(f"serving {model_uri} (version {version}) from {uri}\n  starting (log: {log_dir / 'model.log'}) ...",
+              flush=True)
+        while not _http_ok(f"{url}/ping"):
+            if dead := sup.dead():
+                return _report_dead(sup, dead, log_dir)
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"the model server did not answer /ping after {timeout:.0f}s; see {log_dir}")
+            time.sleep(1)
+        example = ('{"dataframe_split": {"columns": ["user_id", "category_id", "event_type", "event_ts"], '
+                   '"data": [["u1", "c001", "view", 1767225600]]}, "params": {"top_n": 5}}')
+        print(f"\nModel version {version} is up in {time.monotonic() - started:.0f}s: {url}/invocations\n"
+              f"  curl -s {url}/invocations -H 'Content-Type: application/json' -d '{example}'\n"
+              f"  Ctrl-C stops it.", flush=True)
+        while True:
+            if dead := sup.dead():
+                return _report_dead(sup, dead, log_dir)
+            time.sleep(1)
+    except _Stop as stop:
+        print(f"\n{stop.args[0]}: stopping the model server ...", flush=True)
+        return 0
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        _ignore_stop_signals()
+        sup.stop(grace=20)
+        print(f"stopped (no process left: {not descendants(os.getpid())})", flush=True)
+
+
 # --- for tests and scripts: start in the background, get a handle -------------------------------
 
 
@@ -701,6 +772,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default=HOST, help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=MLFLOW_PORT)
     p.add_argument("--timeout", type=float, default=300.0)
+    p = sub.add_parser("model", help="mlflow models serve of user_interest_model@champion on 127.0.0.1:5001")
+    p.add_argument("--host", default=HOST, help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=MODEL_PORT)
+    p.add_argument("--alias", default="champion", help="registry alias to serve (default champion)")
+    p.add_argument("--timeout", type=float, default=300.0)
     sub.add_parser("provision", help="migrate the Airflow DB, create pools/variables/connections, the login")
     p = sub.add_parser("compose-env", help="write .env for docker compose from .env.example, secrets generated")
     p.add_argument("-o", "--output", type=Path, default=REPO / ".env")
@@ -715,6 +791,8 @@ def main(argv: list[str] | None = None) -> int:
         return provision_only()
     if args.server == "airflow":
         return serve_airflow(args.host, args.port, triggerer=not args.no_triggerer, timeout=args.timeout)
+    if args.server == "model":
+        return serve_model(args.host, args.port, alias=args.alias, timeout=args.timeout)
     return serve_mlflow(args.host, args.port, timeout=args.timeout)
 
 

@@ -155,3 +155,76 @@ print(json.dumps({"columns": list(out.columns), "users": sorted(out.user_id.uniq
     assert result["users"] == ["a", "b"]
     assert result["ranks"] == {"a": [1, 2, 3, 4, 5], "b": [1, 2, 3, 4, 5]}
     assert result["scores_sorted"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_champion_is_servable_with_mlflow_models_serve(trained):
+    """``make serve`` (``mlflow models serve`` of the alias) answers /invocations with ranked categories."""
+    import os
+    import time
+    import urllib.error
+    import urllib.request
+
+    paths, _ = trained
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": paths.tracking_uri}
+    env.pop("PYTHONPATH", None)  # the model carries its own code
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "servers.py"), "model", "--port", str(port)],
+        env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "mlflow models serve did not answer /ping in 240 s"
+            time.sleep(1)
+        payload = {
+            "dataframe_split": {
+                "columns": ["user_id", "category_id", "event_type", "event_ts"],
+                "data": [["a", "c001", "view", 1767225600], ["a", "c002", "cart", 1767229200],
+                         ["b", "c004", "view", 1767240000]],
+            },
+            "params": {"top_n": 3},
+        }
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            body = json.loads(r.read())
+        rows = body["predictions"]
+        by_user: dict[str, list[int]] = {}
+        for row in rows:
+            by_user.setdefault(row["user_id"], []).append(row["rank"])
+        assert by_user == {"a": [1, 2, 3], "b": [1, 2, 3]}
+        assert all(isinstance(row["category_id"], str) and np.isfinite(row["score"]) for row in rows)
+        # a malformed request is a client error with a message, not a crash of the server
+        bad = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                     data=json.dumps({"dataframe_split": {"columns": ["user_id"], "data": [["a"]]}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(bad, timeout=60)
+        assert 400 <= err.value.code < 600
+        assert proc.poll() is None
+    finally:
+        import signal
+
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the launcher stops the server and exits 0
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert code == 0, proc.stdout.read()[-3000:]
