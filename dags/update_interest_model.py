@@ -48,7 +48,7 @@ def _step(name: str, **kwargs):
     doc_md=__doc__,
     tags=["ml", "update", "mlflow"],
     params={
-        "epochs": Param(2, type="integer", minimum=1, maximum=50,
+        "epochs": Param(1, type="integer", minimum=1, maximum=50,
                         description="Fine-tuning epochs for the challenger."),
         "max_train_sequences": Param(12000, type="integer", minimum=100,
                                      description="Sequences per epoch when a first model is trained."),

@@ -120,5 +120,5 @@ class ModelConfig:
     # baselines / updates
     half_life_hours: float = 72.0
     half_life_grid: tuple[float, ...] = (6.0, 12.0, 24.0, 48.0, 72.0, 120.0, 168.0, 336.0)
-    fine_tune_epochs: int = 2
+    fine_tune_epochs: int = 1  # the periodic update: epochs over the samples since the last fit
     extra: dict[str, Any] = field(default_factory=dict)

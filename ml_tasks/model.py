@@ -537,36 +537,46 @@ def select_and_fit(data: ModelData, config: ModelConfig) -> tuple[FittedInterest
 def fine_tune(
     model: FittedInterestModel, data: ModelData, config: ModelConfig | None = None
 ) -> FittedInterestModel:
-    """Continue training a copy of ``model``'s LSTM on the newest window, then refit PCA and predictor.
+    """Continue training a copy of ``model``'s LSTM on the samples that arrived since it was fitted,
+    then refit PCA and predictor: the periodic update, the same two stages in time as :func:`fit`.
 
-    The vocabulary stays the model's (new categories share the OOV bucket). The newest window is
-    every sample whose cutoff is after ``model.trained_until_ts - horizon`` and at or before
-    ``T_test``; label windows must end at or before ``T_test``.
+    With ``limit = T_test`` of ``data`` and ``lstm_limit`` the latest sample cutoff whose label window
+    ends by ``limit``: the LSTM continues on the samples with a cutoff in ``(previous lstm_limit,
+    lstm_limit]`` (label windows cut at ``lstm_limit``; ``fine_tune_epochs`` at half the learning
+    rate), and PCA and predictor are refitted on the samples at ``lstm_limit`` (as :func:`fit` does
+    with ``predictor_samples="stage"``), whose label windows the LSTM never saw. The vocabulary stays
+    the model's (new categories share the out-of-vocabulary bucket).
     """
     import keras
 
     from ml_tasks import lstm
 
     config = config or model.config
+    start = time.perf_counter()
     lstm.set_seed(config.seed)
     limit = data.test_cutoff_ts
+    lstm_limit = _stage_cutoff(data, limit)
+    previous = int(model.info.get("lstm_limit_ts", model.trained_until_ts - model.horizon_hours * 3600))
     seqs = data.sequences
-    lo = min(model.trained_until_ts, limit) - model.horizon_hours * 3600
-    rows = seqs[(seqs["cutoff_ts"] > lo) & (seqs["cutoff_ts"] <= limit) & (seqs["split"] != "score")]
+    rows = seqs[(seqs["cutoff_ts"] > previous) & (seqs["cutoff_ts"] <= lstm_limit) & (seqs["split"] != "score")]
+    if config.max_train_sequences and len(rows) > config.max_train_sequences:
+        rows = rows.sample(config.max_train_sequences, random_state=config.seed)
     rows = rows.sort_values(["user_id", "cutoff_ts"]).reset_index(drop=True)
     km = keras.models.clone_model(model.keras_model)
     km.set_weights(model.keras_model.get_weights())
-    km, train_info = _train_lstm(
-        data,
-        config,
-        limit,
-        model.vocab,
-        config.fine_tune_epochs,
-        early_stopping=False,
-        keras_model=km,
-        rows=rows,
-        learning_rate=config.learning_rate / 2,
-    )
+    train_info: dict[str, Any] = {"n_train_sequences": 0, "epochs_run": 0}
+    if len(rows) and config.fine_tune_epochs > 0:
+        km, train_info = _train_lstm(
+            data,
+            config,
+            lstm_limit,
+            model.vocab,
+            config.fine_tune_epochs,
+            early_stopping=False,
+            keras_model=km,
+            rows=rows,
+            learning_rate=config.learning_rate / 2,
+        )
     tuned = FittedInterestModel(
         keras_model=km,
         vocab=model.vocab,
@@ -581,10 +591,16 @@ def fine_tune(
             "final": True,
             "seed": config.seed,
             "lstm": train_info,
+            "lstm_limit_ts": lstm_limit,
+            "vocabulary_size": model.vocab.size,
             "fine_tuned_from": model.trained_until_ts,
+            "fine_tuned_since_ts": previous,
         },
     )
-    return _fit_heads(tuned, data, limit, config)
+    cutoffs = [lstm_limit] if config.predictor_samples == "stage" else None
+    _fit_heads(tuned, data, limit, config, predictor_cutoffs=cutoffs)
+    tuned.info["fit_seconds"] = time.perf_counter() - start
+    return tuned
 
 
 # --- applying ------------------------------------------------------------------------------------

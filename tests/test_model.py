@@ -176,6 +176,16 @@ def test_fine_tune_continues_from_the_weights(data, model):
     w0 = model.keras_model.get_layer("category_embedding").get_weights()[0]
     w1 = tuned.keras_model.get_layer("category_embedding").get_weights()[0]
     assert not np.allclose(w0, w1)
+    # it continued on the samples that arrived after the model's LSTM limit, up to the new one
+    seqs = data.sequences
+    new = seqs[(seqs["cutoff_ts"] > model.info["lstm_limit_ts"]) & (seqs["cutoff_ts"] <= tuned.info["lstm_limit_ts"])
+               & (seqs["split"] != "score")]
+    assert tuned.info["lstm_limit_ts"] > model.info["lstm_limit_ts"]
+    assert tuned.info["lstm"]["n_train_sequences"] == len(new) > 0
+    # nothing new since: the LSTM stays as it is, the heads are refitted
+    again = fine_tune(tuned, data, replace(TINY, fine_tune_epochs=1))
+    assert again.info["lstm"]["n_train_sequences"] == 0
+    assert np.allclose(w1, again.keras_model.get_layer("category_embedding").get_weights()[0])
     # the original is untouched and still scores
     rows = data.sequences[data.sequences["cutoff_ts"] == data.test_cutoff_ts].head(3)
     pf = data.pair_features[data.pair_features["cutoff_ts"] == data.test_cutoff_ts]
