@@ -8,8 +8,10 @@ whichever comes first:
 1. **start_update** — opens the MLflow parent run and finds the current `champion` version.
 2. **refresh_warehouse** — incremental `dbt build` + Parquet export (single-writer pool), so a
    time-triggered run also sees rows ingested since the last build.
-3. **fine_tune_challenger** — a challenger fine-tuned from the champion's weights on the newest
-   window (if there is no champion yet it trains one from scratch); PCA and predictor refitted.
+3. **fine_tune_challenger** — a challenger fine-tuned from the champion's weights on the samples
+   that arrived since the champion was fitted (`epochs` passes), then PCA and predictor refitted on
+   the newest labelled window (if there is no champion yet it trains one from scratch). With no new
+   data the challenger equals the champion and the gate keeps the champion.
 4. **evaluate** — champion and challenger on the same latest window, with the baselines.
 5. **register_model** — the gate: the challenger becomes `champion` only when its NDCG@10 beats
    the champion's by the promotion margin; otherwise it keeps the alias `challenger`. The decision
