@@ -564,7 +564,9 @@ def fine_tune(
     rows = rows.sort_values(["user_id", "cutoff_ts"]).reset_index(drop=True)
     km = keras.models.clone_model(model.keras_model)
     km.set_weights(model.keras_model.get_weights())
-    train_info: dict[str, Any] = {"n_train_sequences": 0, "epochs_run": 0}
+    # nothing new since the last fit: the LSTM stays as it is (the heads are still refitted)
+    train_info: dict[str, Any] = {"history": {}, "best_epoch": 0, "epochs_run": 0, "seconds": 0.0,
+                                  "n_train_sequences": 0, "n_window_targets": 0}
     if len(rows) and config.fine_tune_epochs > 0:
         km, train_info = _train_lstm(
             data,

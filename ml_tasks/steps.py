@@ -248,9 +248,10 @@ def fine_tune_challenger(paths: Paths, run_dir: Path) -> dict:
     with tracking.step_run(paths, state["parent_run_id"], "fine_tune_challenger"):
         tracking.log_params({"fine_tuned_from_version": champion, "fine_tune_epochs": config.fine_tune_epochs})
         tuned = m.fine_tune(base, data, config)
-        tracking.log_history(tuned.info["lstm"]["history"])
+        tracking.log_history(tuned.info["lstm"].get("history", {}))
         tracking.log_metrics({"n_train_sequences": tuned.info["lstm"].get("n_train_sequences", 0),
-                              "fine_tune_seconds": tuned.info["lstm"].get("seconds", 0.0)})
+                              "fine_tune_seconds": tuned.info["lstm"].get("seconds", 0.0),
+                              "update_seconds": tuned.info.get("fit_seconds", 0.0)})
     tuned.save(run_dir / "model")
     _update_state(run_dir, fine_tuned_from=champion)
     return {"fine_tuned_from": champion, "n_components": tuned.n_components}

@@ -184,7 +184,7 @@ def test_fine_tune_continues_from_the_weights(data, model):
     assert tuned.info["lstm"]["n_train_sequences"] == len(new) > 0
     # nothing new since: the LSTM stays as it is, the heads are refitted
     again = fine_tune(tuned, data, replace(TINY, fine_tune_epochs=1))
-    assert again.info["lstm"]["n_train_sequences"] == 0
+    assert again.info["lstm"]["n_train_sequences"] == 0 and again.info["lstm"]["history"] == {}
     assert np.allclose(w1, again.keras_model.get_layer("category_embedding").get_weights()[0])
     # the original is untouched and still scores
     rows = data.sequences[data.sequences["cutoff_ts"] == data.test_cutoff_ts].head(3)
