@@ -20,6 +20,8 @@ from ml_tasks.config import ModelConfig, Paths, WarehouseConfig
 from ml_tasks.errors import PipelineError
 
 log = logging.getLogger(__name__)
+#: below this many evaluated users an evaluation report says its figures are not meaningful
+MIN_MEANINGFUL_USERS = 30
 
 SYNTHETIC_EVENTS_FILE = "synthetic_events.csv"
 
@@ -648,6 +650,13 @@ def evaluate_file(paths: Paths, events: Path, fmt: str, out: Path, horizon_days:
             shutil.rmtree(workspace, ignore_errors=True)
     report["ingest"] = {k: ingested.get(k) for k in ("rows_read", "rows_loaded", "rows_rejected",
                                                      "rows_duplicate")}
+    n_eval = int(report["protocol"]["n_eval_users"])
+    report["warnings"] = []
+    if n_eval < MIN_MEANINGFUL_USERS:
+        report["warnings"].append(
+            f"only {n_eval} users have events in the test window (fewer than {MIN_MEANINGFUL_USERS}); "
+            f"differences between methods are noise at this size")
+        log.warning(report["warnings"][-1])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str))
     parent = tracking.start_parent_run(paths, run_name=f"evaluate:{report['dataset']}",
@@ -658,7 +667,8 @@ def evaluate_file(paths: Paths, events: Path, fmt: str, out: Path, horizon_days:
         tracking.log_dict(report, "report.json")
         tracking.log_figure(plots.model_vs_baselines(report), "model_vs_baselines.png")
     res = report["results"]
-    return {"out": str(out), "dataset": report["dataset"], "n_eval_users": report["protocol"]["n_eval_users"],
+    return {"out": str(out), "dataset": report["dataset"], "n_eval_users": n_eval,
+            **({"warnings": report["warnings"]} if report["warnings"] else {}),
             "seconds": round(time.perf_counter() - started, 1), "mlflow_parent_run_id": parent,
             **{name: round(res[name]["ndcg@10"], 4) for name in (MODEL_NAME, ABLATION_NAME, "recency_decay",
                                                                  "user_frequency", "popularity")}}

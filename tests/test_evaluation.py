@@ -93,3 +93,45 @@ def test_switch_follow_measures_every_method(synthetic):
     assert (
         out["events_to_follow"]["user_frequency"]["mean"] >= out["events_to_follow"]["last_category"]["mean"]
     )
+
+
+@pytest.mark.slow
+def test_evaluate_cli_end_to_end_on_a_file(tmp_path):
+    """``python -m ml_tasks evaluate``: ingest -> dbt build -> fit -> report in a temporary workspace,
+    each method an MLflow run with the same metric names; a small test window is flagged."""
+    import os
+    import subprocess
+    import sys
+
+    from ml_tasks.synthetic import write
+    from tests.conftest import REPO
+
+    written = write(SyntheticConfig(n_users=25, n_categories=12, n_items=100, days=8, seed=3), tmp_path / "src")
+    env = {**os.environ, "IEP_DATA_DIR": str(tmp_path / "data"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-m", "ml_tasks", "evaluate", "--events", written["events_path"], "--format", "generic",
+         "--horizon-days", "1", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path / "report.json")],
+        env=env, capture_output=True, text=True, timeout=1200, cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    report = json.loads((tmp_path / "report.json").read_text())
+    n = report["protocol"]["n_eval_users"]
+    assert 0 < n < 30 and line["n_eval_users"] == n
+    assert line["warnings"] == report["warnings"] and "noise" in report["warnings"][0]
+    assert report["ingest"]["rows_loaded"] == report["ingest"]["rows_read"] > 0
+    methods = {MODEL_NAME, ABLATION_NAME, *BASELINE_NAMES}
+    assert methods <= set(report["results"])
+    assert {report["results"][m]["n_users"] for m in methods} == {n}
+
+    import mlflow
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    evals = {r.info.run_name: r for r in runs if (r.info.run_name or "").startswith("eval:")}
+    assert {f"eval:{m}" for m in methods} <= set(evals)
+    # the same metric names for every method (the learned ones add a ``_std`` over seeds)
+    keys = {frozenset(k for k in r.data.metrics if k.split("_")[0] in ("ndcg", "recall", "mrr") and
+                      not k.endswith("_std")) for r in evals.values()}
+    assert len(keys) == 1 and {"ndcg_at_10", "recall_at_10", "mrr"} <= next(iter(keys))
