@@ -548,32 +548,41 @@ def serve_mlflow(host: str, port: int, timeout: float = 300.0) -> int:
         return 2
     log_dir = artifacts.parent / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    url = f"http://{host}:{port}"
+    return _supervise_one(
+        env, log_dir, "mlflow",
+        [tool("mlflow"), "server", "--host", host, "--port", str(port), "--workers", "1",
+         "--backend-store-uri", uri, "--default-artifact-root", artifacts.as_uri()],
+        healthy=lambda: mlflow_healthy(url), timeout=timeout, what="MLflow",
+        starting=f"MLflow store {uri}\n  artifacts {artifacts}",
+        ready=lambda secs: (f"MLflow is up in {secs:.0f}s: {url}\n"
+                            f"  experiment 'user_interest', registered model 'user_interest_model' (alias 'champion')"),
+    )
+
+
+def _supervise_one(env: dict[str, str], log_dir: Path, name: str, cmd: list[str], healthy: Callable[[], bool],
+                   timeout: float, what: str, starting: str, ready: Callable[[float], str]) -> int:
+    """Run one server under a :class:`Supervisor` until Ctrl-C/SIGTERM/SIGHUP or until it dies."""
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     _install_stop_handlers()
-    url = f"http://{host}:{port}"
     sup = Supervisor(env, log_dir)
     started = time.monotonic()
     try:
-        sup.start("mlflow", [tool("mlflow"), "server", "--host", host, "--port", str(port),
-                             "--workers", "1", "--backend-store-uri", uri,
-                             "--default-artifact-root", artifacts.as_uri()])
-        print(f"MLflow store {uri}\n  artifacts {artifacts}\n  starting (log: {log_dir / 'mlflow.log'}) ...",
-              flush=True)
-        while not mlflow_healthy(url):
+        sup.start(name, cmd)
+        print(f"{starting}\n  starting (log: {log_dir / (name + '.log')}) ...", flush=True)
+        while not healthy():
             if dead := sup.dead():
                 return _report_dead(sup, dead, log_dir)
             if time.monotonic() - started > timeout:
-                raise RuntimeError(f"MLflow not healthy after {timeout:.0f}s; see {log_dir}")
+                raise RuntimeError(f"{what} not healthy after {timeout:.0f}s; see {log_dir}")
             time.sleep(1)
-        print(f"\nMLflow is up in {time.monotonic() - started:.0f}s: {url}\n"
-              f"  experiment 'user_interest', registered model 'user_interest_model' (alias 'champion')\n"
-              f"  Ctrl-C stops it.", flush=True)
+        print(f"\n{ready(time.monotonic() - started)}\n  Ctrl-C stops it.", flush=True)
         while True:
             if dead := sup.dead():
                 return _report_dead(sup, dead, log_dir)
             time.sleep(1)
     except _Stop as stop:
-        print(f"\n{stop.args[0]}: stopping MLflow ...", flush=True)
+        print(f"\n{stop.args[0]}: stopping {what} ...", flush=True)
         return 0
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -610,41 +619,18 @@ def serve_model(host: str, port: int, alias: str = "champion", timeout: float = 
         return 2
     log_dir = Path(env.get("IEP_DATA_DIR") or REPO / ".data").expanduser().resolve() / "mlflow" / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    _install_stop_handlers()
     url = f"http://{host}:{port}"
-    sup = Supervisor(env, log_dir)
-    started = time.monotonic()
-    try:
-        sup.start("model", [tool("mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-                            "--host", host, "--port", str(port), "--workers", "1"])
-        print(f"serving {model_uri} (version {version}) from {uri}\n  starting (log: {log_dir / 'model.log'}) ...",
-              flush=True)
-        while not _http_ok(f"{url}/ping"):
-            if dead := sup.dead():
-                return _report_dead(sup, dead, log_dir)
-            if time.monotonic() - started > timeout:
-                raise RuntimeError(f"the model server did not answer /ping after {timeout:.0f}s; see {log_dir}")
-            time.sleep(1)
-        example = ('{"dataframe_split": {"columns": ["user_id", "category_id", "event_type", "event_ts"], '
-                   '"data": [["u1", "c001", "view", 1767225600]]}, "params": {"top_n": 5}}')
-        print(f"\nModel version {version} is up in {time.monotonic() - started:.0f}s: {url}/invocations\n"
-              f"  curl -s {url}/invocations -H 'Content-Type: application/json' -d '{example}'\n"
-              f"  Ctrl-C stops it.", flush=True)
-        while True:
-            if dead := sup.dead():
-                return _report_dead(sup, dead, log_dir)
-            time.sleep(1)
-    except _Stop as stop:
-        print(f"\n{stop.args[0]}: stopping the model server ...", flush=True)
-        return 0
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        _ignore_stop_signals()
-        sup.stop(grace=20)
-        print(f"stopped (no process left: {not descendants(os.getpid())})", flush=True)
+    example = ('{"dataframe_split": {"columns": ["user_id", "category_id", "event_type", "event_ts"], '
+               '"data": [["u1", "c001", "view", 1767225600]]}, "params": {"top_n": 5}}')
+    return _supervise_one(
+        env, log_dir, "model",
+        [tool("mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+         "--host", host, "--port", str(port), "--workers", "1"],
+        healthy=lambda: _http_ok(f"{url}/ping"), timeout=timeout, what="the model server",
+        starting=f"serving {model_uri} (version {version}) from {uri}",
+        ready=lambda secs: (f"Model version {version} is up in {secs:.0f}s: {url}/invocations\n"
+                            f"  curl -s {url}/invocations -H 'Content-Type: application/json' -d '{example}'"),
+    )
 
 
 # --- for tests and scripts: start in the background, get a handle -------------------------------
