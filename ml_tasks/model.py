@@ -314,9 +314,14 @@ def _usable_window(rows: pd.DataFrame, limit_ts: int, horizon_hours: int) -> np.
     return ends_ok & has
 
 
-def _lstm_training_rows(data: ModelData, limit_ts: int, config: ModelConfig) -> pd.DataFrame:
+def _lstm_training_rows(
+    data: ModelData, limit_ts: int, config: ModelConfig, since_ts: int | None = None
+) -> pd.DataFrame:
+    """The samples with a cutoff in ``(since_ts, limit_ts]``, at most ``max_train_sequences`` of them."""
     seqs = data.sequences
     rows = seqs[(seqs["cutoff_ts"] <= limit_ts) & (seqs["split"] != "score")]
+    if since_ts is not None:
+        rows = rows[rows["cutoff_ts"] > since_ts]
     if config.max_train_sequences and len(rows) > config.max_train_sequences:
         rows = rows.sample(config.max_train_sequences, random_state=config.seed)
     return rows.sort_values(["user_id", "cutoff_ts"]).reset_index(drop=True)
@@ -557,11 +562,7 @@ def fine_tune(
     limit = data.test_cutoff_ts
     lstm_limit = _stage_cutoff(data, limit)
     previous = int(model.info.get("lstm_limit_ts", model.trained_until_ts - model.horizon_hours * 3600))
-    seqs = data.sequences
-    rows = seqs[(seqs["cutoff_ts"] > previous) & (seqs["cutoff_ts"] <= lstm_limit) & (seqs["split"] != "score")]
-    if config.max_train_sequences and len(rows) > config.max_train_sequences:
-        rows = rows.sample(config.max_train_sequences, random_state=config.seed)
-    rows = rows.sort_values(["user_id", "cutoff_ts"]).reset_index(drop=True)
+    rows = _lstm_training_rows(data, lstm_limit, config, since_ts=previous)
     km = keras.models.clone_model(model.keras_model)
     km.set_weights(model.keras_model.get_weights())
     # nothing new since the last fit: the LSTM stays as it is (the heads are still refitted)
