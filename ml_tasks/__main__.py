@@ -85,10 +85,15 @@ def _model_args(p: argparse.ArgumentParser, seeds: bool = True) -> None:
     if seeds:
         p.add_argument("--seed", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a model setting (ml_tasks.config.ModelConfig), e.g. --set copy_head=true; "
+                        "repeatable")
 
 
 def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = {}
+    from ml_tasks.config import parse_model_overrides
+
+    out = parse_model_overrides(getattr(args, "settings", []))
     for name in ("seed", "epochs"):
         value = getattr(args, name, None)
         if value is not None:

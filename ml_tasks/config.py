@@ -90,6 +90,9 @@ class ModelConfig:
     clipnorm: float | None = None
     lstm_units: tuple[int, ...] = (64, 64)
     skip_connections: bool = True  # the heads also see the last event's and the sequence's embeddings
+    # the next-window head mixes in a pointer over the sequence's positions (ml_tasks.lstm); measured
+    # with window_loss_weight=1.0 and early_stopping_monitor="val_window_loss" (README, Results)
+    copy_head: bool = False
     dropout: float = 0.1
     epochs: int = 15
     batch_size: int = 128
@@ -122,3 +125,46 @@ class ModelConfig:
     half_life_grid: tuple[float, ...] = (6.0, 12.0, 24.0, 48.0, 72.0, 120.0, 168.0, 336.0)
     fine_tune_epochs: int = 1  # the periodic update: epochs over the samples since the last fit
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_model_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``NAME=VALUE`` strings (the CLI's ``--set``) -> :class:`ModelConfig` overrides.
+
+    ``VALUE`` is read as JSON (``true``, ``0.5``, ``[64, 64]``, ``null``) or else taken as a string, then
+    checked against the field's type; an unknown name or a value of the wrong type raises
+    :class:`ml_tasks.errors.PipelineError` naming the field and what it accepts.
+    """
+    import json
+
+    from ml_tasks.errors import PipelineError
+
+    known = {f.name: str(f.type) for f in fields(ModelConfig) if f.name != "extra"}
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name:
+            raise PipelineError(f"--set expects NAME=VALUE, got {item!r}")
+        if name not in known:
+            raise PipelineError(f"unknown model setting {name!r}; known: {', '.join(sorted(known))}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        kind = known[name]
+        ok = (
+            (value is None and "None" in kind)
+            or (kind.startswith("bool") and isinstance(value, bool))
+            or (kind.startswith("int") and isinstance(value, int) and not isinstance(value, bool))
+            or (kind.startswith("float") and isinstance(value, int | float) and not isinstance(value, bool))
+            or (kind.startswith("str") and isinstance(value, str))
+            or (kind.startswith("tuple[str") and isinstance(value, list) and all(isinstance(v, str) for v in value))
+            or (kind.startswith(("tuple[int", "tuple[float")) and isinstance(value, list) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value))
+        )
+        if not ok:
+            raise PipelineError(f"model setting {name} takes {kind}, got {raw!r}")
+        if kind.startswith("float") and value is not None:
+            value = float(value)
+        out[name] = tuple(value) if isinstance(value, list) else value
+    return out

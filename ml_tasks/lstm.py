@@ -10,12 +10,18 @@ Architecture (inputs from :mod:`ml_tasks.sequences`)::
     gaps (log hours to cutoff, log hours since previous) -----+
       -> LSTM(units[0], return_sequences) -> ... -> LSTM(units[-1], return_sequences, name="interest_lstm")
          |-> last ``next_positions`` steps -> Dense(embedding_dim) -> @ E.T + b  "next": next-event logits
-         '-> last step h -> Dense(embedding_dim) -> @ E.T + b                  "window": next-window logits
+         '-> last step h -> Dense(embedding_dim) -> @ E.T + b -> "window_generate" logits
+      "window" = log((1 - g) softmax(window_generate) + g * pointer): the pointer spreads a softmax over
+      the sequence's positions (scored from the LSTM output there, its product with h, the event type
+      and the age) onto their categories; the gate g is read from h (``copy_head``; without it the
+      generating logits are the "window" head)
 
 Losses: masked sparse cross-entropy on ``next`` (targets 0 ignored), cross-entropy against the
 label-window distribution on ``window`` (rows without a usable label window contribute 0).
+The pointer matters on real catalogues: with thousands of categories each is seen too rarely for
+the generating softmax to learn returns to it, while the pointer's few weights are shared by all.
 The user's *interest embedding* is the last LSTM layer's output at the last position
-(:func:`hidden_states`); the ``window`` head's kernel is the category representation in the same
+(:func:`hidden_states`); the generating head's kernel is the category representation in the same
 space (:func:`category_vectors`).
 
 Public API::
@@ -165,6 +171,43 @@ class _MaskedMean(layers.Layer):
         return ops.sum(x * w, axis=1) / ops.maximum(ops.sum(w, axis=1), 1.0)
 
 
+@keras.saving.register_keras_serializable(package="ml_tasks")
+class _CopyMixture(layers.Layer):
+    """Next-window log-probabilities as a mixture of *generating* a category (the tied head's
+    softmax) and *returning* to one in the sequence (a pointer over its positions).
+
+    ``p(c) = (1 - g) * softmax(gen)_c + g * sum_{t: cat_t = c} softmax_t(s)``, where ``s_t`` scores
+    each position from the LSTM output there, its event type and its age, and ``g`` is a gate read
+    from the final state. The pointer's parameters are shared by every category, so it learns from
+    all of them how a user returns to what they saw, which a per-category softmax over thousands of
+    rarely seen categories cannot.
+    """
+
+    def __init__(self, n_outputs: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_outputs = int(n_outputs)
+        self.supports_masking = True  # padding is read from ``ids``
+
+    def call(self, gen_logits, scores, ids, gate):
+        scores = ops.squeeze(scores, axis=-1)  # [n, L, 1] -> [n, L]
+        valid = ops.greater(ids, 0)
+        s = ops.where(valid, scores, ops.full_like(scores, -1e9))
+        s = s - ops.max(s, axis=1, keepdims=True)
+        w = ops.exp(s) * ops.cast(valid, s.dtype)
+        w = w / ops.maximum(ops.sum(w, axis=1, keepdims=True), 1e-12)
+        copy = ops.einsum("nl,nlv->nv", w, ops.one_hot(ids, self.n_outputs, dtype=w.dtype))
+        log_copy = ops.log(copy + 1e-12)
+        log_g = ops.log_sigmoid(gate)  # [n, 1]
+        log_1mg = ops.log_sigmoid(-gate)
+        return ops.logaddexp(log_1mg + ops.log_softmax(gen_logits, axis=-1), log_g + log_copy)
+
+    def compute_mask(self, *args, **kwargs):
+        return None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_outputs": self.n_outputs}
+
+
 def build_model(n_outputs: int, config: ModelConfig, sequence_length: int) -> keras.Model:
     """The two-headed sequence model; ``sequence_length`` is fixed so the LSTMs can be unrolled."""
     cat = keras.Input((sequence_length,), dtype="int32", name="cat")
@@ -201,7 +244,18 @@ def build_model(n_outputs: int, config: ModelConfig, sequence_length: int) -> ke
     window_proj = layers.Dense(config.embedding_dim, name="window_projection")(
         layers.Dropout(config.dropout, name="window_dropout")(window_in)
     )
-    window_logits = Bias(n_outputs, name="window")(categories(window_proj, logits=True))
+    copy = config.copy_head
+    window_logits = Bias(n_outputs, name="window_generate" if copy else "window")(
+        categories(window_proj, logits=True)
+    )
+    if copy:
+        here = layers.Concatenate(name="copy_inputs")(
+            [x, layers.Multiply(name="copy_context")([x, layers.RepeatVector(sequence_length)(state)]), et_emb, gaps]
+        )
+        h = layers.Dense(16, activation="relu", name="copy_hidden")(here)
+        scores = layers.Dense(1, name="copy_score")(h)
+        gate = layers.Dense(1, name="copy_gate")(window_in)
+        window_logits = _CopyMixture(n_outputs, name="window")(window_logits, scores, cat, gate)
     return keras.Model(
         {"cat": cat, "etype": etype, "gaps": gaps}, {"next": next_logits, "window": window_logits}
     )
@@ -326,7 +380,8 @@ def category_vectors(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
         np.asarray(w, dtype=np.float64) for w in model.get_layer("window_projection").get_weights()
     )
     units = int(model.get_layer(STATE_LAYER).output.shape[-1])
-    (b,) = model.get_layer("window").get_weights()
+    names = {layer.name for layer in model.layers}
+    (b,) = model.get_layer("window_generate" if "window_generate" in names else "window").get_weights()
     # with skip connections the projection also reads the last event and the sequence bag: the
     # hidden state's part is the first ``units`` rows
     return w_proj[:units] @ emb.T, b_proj @ emb.T + np.asarray(b, dtype=np.float64)

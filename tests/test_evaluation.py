@@ -111,12 +111,14 @@ def test_evaluate_cli_end_to_end_on_a_file(tmp_path):
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONPATH": str(REPO)}
     out = subprocess.run(
         [sys.executable, "-m", "ml_tasks", "evaluate", "--events", written["events_path"], "--format", "generic",
-         "--horizon-days", "1", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path / "report.json")],
+         "--horizon-days", "1", "--seeds", "1", "--epochs", "1", "--set", "copy_head=true",
+         "--out", str(tmp_path / "report.json")],
         env=env, capture_output=True, text=True, timeout=1200, cwd=REPO,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     line = json.loads(out.stdout.strip().splitlines()[-1])
     report = json.loads((tmp_path / "report.json").read_text())
+    assert report["config"]["copy_head"] is True  # --set reached the model
     n = report["protocol"]["n_eval_users"]
     assert 0 < n < 30 and line["n_eval_users"] == n
     assert line["warnings"] == report["warnings"] and "noise" in report["warnings"][0]
@@ -135,3 +137,34 @@ def test_evaluate_cli_end_to_end_on_a_file(tmp_path):
     keys = {frozenset(k for k in r.data.metrics if k.split("_")[0] in ("ndcg", "recall", "mrr") and
                       not k.endswith("_std")) for r in evals.values()}
     assert len(keys) == 1 and {"ndcg_at_10", "recall_at_10", "mrr"} <= next(iter(keys))
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("copy_head=yes", "model setting copy_head takes bool, got 'yes'"),
+        ("lstm_unit=[8]", "unknown model setting 'lstm_unit'"),
+        ("epochs=1.5", "model setting epochs takes int"),
+        ("epochs", "--set expects NAME=VALUE"),
+    ],
+)
+def test_a_bad_model_setting_is_one_line_and_exit_2(tmp_path, capsys, setting, message):
+    from ml_tasks.__main__ import main
+
+    rc = main(["--data-dir", str(tmp_path), "evaluate", "--events", str(tmp_path / "none.csv"),
+               "--out", str(tmp_path / "r.json"), "--set", setting])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0]
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_model_settings_are_parsed_to_the_fields_types():
+    from ml_tasks.config import parse_model_overrides
+
+    got = parse_model_overrides(
+        ["copy_head=true", "window_loss_weight=1", "lstm_units=[32, 32]", "clipnorm=null",
+         "early_stopping_monitor=val_window_loss", "lstm_features=[\"head\"]"]
+    )
+    assert got == {"copy_head": True, "window_loss_weight": 1.0, "lstm_units": (32, 32), "clipnorm": None,
+                   "early_stopping_monitor": "val_window_loss", "lstm_features": ("head",)}
+    assert isinstance(got["window_loss_weight"], float)

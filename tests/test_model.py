@@ -190,3 +190,40 @@ def test_fine_tune_continues_from_the_weights(data, model):
     rows = data.sequences[data.sequences["cutoff_ts"] == data.test_cutoff_ts].head(3)
     pf = data.pair_features[data.pair_features["cutoff_ts"] == data.test_cutoff_ts]
     assert len(score(tuned, rows, pf, top_n=3)) == 9
+
+
+@pytest.fixture(scope="module")
+def copy_model(data) -> FittedInterestModel:
+    return fit(data, replace(TINY, copy_head=True, window_loss_weight=1.0), final=False)
+
+
+def _mass_on_the_sequence(model: FittedInterestModel, rows: pd.DataFrame) -> np.ndarray:
+    """Per sample: window-head probability of a category in the sequence over that of one not in it."""
+    from ml_tasks import lstm
+
+    arrays = encode_sequences(rows, model.vocab, model.sequence_length, with_labels=False)
+    p = np.exp(lstm.window_log_probs(model.keras_model, arrays))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-4)
+    in_seq = np.zeros_like(p, dtype=bool)
+    np.put_along_axis(in_seq, arrays.cat.astype(np.int64), True, axis=1)
+    in_seq[:, 0] = False
+    seen = (p * in_seq).sum(axis=1) / in_seq.sum(axis=1)
+    return seen / ((p * ~in_seq).sum(axis=1) / np.maximum((~in_seq).sum(axis=1), 1))
+
+
+def test_copy_head_moves_the_window_distribution_onto_the_sequence(data, copy_model):
+    rows = data.sequences[data.sequences["cutoff_ts"] == data.test_cutoff_ts].head(30)
+    without = fit(data, replace(copy_model.config, copy_head=False), final=False)
+    with_copy, plain = _mass_on_the_sequence(copy_model, rows), _mass_on_the_sequence(without, rows)
+    # the same model without the pointer spreads more of its mass onto categories the user has not
+    # touched in the sequence
+    assert np.median(with_copy) > 1.5 * np.median(plain)
+
+
+def test_copy_head_model_round_trips_through_save_and_load(tmp_path, data, copy_model):
+    rows = data.sequences[data.sequences["cutoff_ts"] == data.test_cutoff_ts].head(20)
+    pf = data.pair_features[data.pair_features["cutoff_ts"] == data.test_cutoff_ts]
+    before = score(copy_model, rows, pf, top_n=10)
+    copy_model.save(tmp_path / "m")
+    after = score(FittedInterestModel.load(tmp_path / "m"), rows, pf, top_n=10)
+    pd.testing.assert_frame_equal(before, after)
