@@ -38,6 +38,10 @@ MODEL_PARAMS = {
                                  description="(user, cutoff) sequences per epoch (a random subsample above it)."),
     "promotion_margin": Param(0.0, type="number", minimum=0, maximum=1,
                               description="Relative NDCG@10 gain over the champion needed to promote."),
+    "model_settings": Param({}, type="object",
+                            description="Other ModelConfig fields for this run, e.g. "
+                                        '{"copy_head": true, "window_loss_weight": 1.0}; checked by name and type, '
+                                        "logged with the run. The fields above take precedence."),
 }
 
 
@@ -65,7 +69,7 @@ def _step(name: str, **kwargs):
 def train_interest_model():
     @task
     def start_training(params=None) -> dict:
-        return _step("start_training", kind="full_retrain",
+        return _step("start_training", kind="full_retrain", settings=params["model_settings"],
                      overrides={"seed": params["seed"], "epochs": params["epochs"],
                                 "max_train_sequences": params["max_train_sequences"]})
 

@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--events-per-user-day", type=float)
+    p.add_argument("--categories", type=int, help="catalogue size (default 120)")
+    p.add_argument("--items", type=int, help="items over all categories (default 20000)")
     p.add_argument("--out", type=Path, help="folder (default: the landing folder)")
     p.add_argument("--file-format", choices=["csv", "parquet"], default="csv")
 
@@ -133,7 +135,8 @@ def _dispatch(steps: Any, paths: Any, args: argparse.Namespace) -> Any:
     cmd = args.command
     if cmd == "generate":
         return steps.generate(paths, out_dir=args.out, users=args.users, days=args.days, seed=args.seed,
-                              events_per_user_day=args.events_per_user_day, file_format=args.file_format)
+                              events_per_user_day=args.events_per_user_day, file_format=args.file_format,
+                              categories=args.categories, items=args.items)
     if cmd == "ingest":
         return steps.ingest(paths, args.events, args.format)
     if cmd == "build":

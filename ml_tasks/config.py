@@ -131,26 +131,42 @@ def parse_model_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``NAME=VALUE`` strings (the CLI's ``--set``) -> :class:`ModelConfig` overrides.
 
     ``VALUE`` is read as JSON (``true``, ``0.5``, ``[64, 64]``, ``null``) or else taken as a string, then
-    checked against the field's type; an unknown name or a value of the wrong type raises
-    :class:`ml_tasks.errors.PipelineError` naming the field and what it accepts.
+    checked by :func:`validate_model_settings`.
     """
     import json
 
     from ml_tasks.errors import PipelineError
 
-    known = {f.name: str(f.type) for f in fields(ModelConfig) if f.name != "extra"}
-    out: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for item in items:
         name, sep, raw = item.partition("=")
         name = name.strip().replace("-", "_")
         if not sep or not name:
             raise PipelineError(f"--set expects NAME=VALUE, got {item!r}")
+        try:
+            values[name] = json.loads(raw)
+        except ValueError:
+            values[name] = raw
+    return validate_model_settings(values)
+
+
+def validate_model_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Check ``{field: value}`` against :class:`ModelConfig`'s fields and types; lists become tuples.
+
+    An unknown name or a value of the wrong type raises :class:`ml_tasks.errors.PipelineError` naming
+    the field and what it accepts (the CLI's ``--set`` and the DAGs' ``model_settings`` param).
+    """
+    import json
+
+    from ml_tasks.errors import PipelineError
+
+    if not isinstance(values, dict):
+        raise PipelineError(f"model settings must be a JSON object of ModelConfig fields, got {values!r}")
+    known = {f.name: str(f.type) for f in fields(ModelConfig) if f.name != "extra"}
+    out: dict[str, Any] = {}
+    for name, value in values.items():
         if name not in known:
             raise PipelineError(f"unknown model setting {name!r}; known: {', '.join(sorted(known))}")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
         kind = known[name]
         ok = (
             (value is None and "None" in kind)
@@ -158,13 +174,14 @@ def parse_model_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
             or (kind.startswith("int") and isinstance(value, int) and not isinstance(value, bool))
             or (kind.startswith("float") and isinstance(value, int | float) and not isinstance(value, bool))
             or (kind.startswith("str") and isinstance(value, str))
-            or (kind.startswith("tuple[str") and isinstance(value, list) and all(isinstance(v, str) for v in value))
-            or (kind.startswith(("tuple[int", "tuple[float")) and isinstance(value, list) and all(
+            or (kind.startswith("tuple[str") and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value))
+            or (kind.startswith(("tuple[int", "tuple[float")) and isinstance(value, list | tuple) and all(
                 isinstance(v, int | float) and not isinstance(v, bool) for v in value))
         )
         if not ok:
-            raise PipelineError(f"model setting {name} takes {kind}, got {raw!r}")
+            shown = value if isinstance(value, str) else json.dumps(value)
+            raise PipelineError(f"model setting {name} takes {kind}, got {shown!r}")
         if kind.startswith("float") and value is not None:
             value = float(value)
-        out[name] = tuple(value) if isinstance(value, list) else value
+        out[name] = tuple(value) if isinstance(value, list | tuple) else value
     return out

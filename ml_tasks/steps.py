@@ -31,12 +31,13 @@ SYNTHETIC_EVENTS_FILE = "synthetic_events.csv"
 
 def generate(paths: Paths, out_dir: Path | None = None, users: int | None = None, days: int | None = None,
              seed: int | None = None, events_per_user_day: float | None = None,
-             file_format: str = "csv") -> dict:
+             file_format: str = "csv", categories: int | None = None, items: int | None = None) -> dict:
     """Write the synthetic log to the landing folder and its ground truth to ``<data>/synthetic/``."""
     from ml_tasks import synthetic
 
     overrides = {k: v for k, v in {"n_users": users, "days": days, "seed": seed,
-                                   "events_per_user_day": events_per_user_day}.items() if v is not None}
+                                   "events_per_user_day": events_per_user_day, "n_categories": categories,
+                                   "n_items": items}.items() if v is not None}
     try:
         config = synthetic.SyntheticConfig(**overrides)
     except ValueError as exc:
@@ -143,16 +144,21 @@ def _load_data(paths: Paths):
 
 
 def start_training(paths: Paths, run_dir: Path, kind: str = "full_retrain",
-                   overrides: dict[str, Any] | None = None, parent_tags: dict[str, str] | None = None) -> dict:
-    """Check the exports, open the MLflow parent run with config, lineage and git commit."""
+                   overrides: dict[str, Any] | None = None, parent_tags: dict[str, str] | None = None,
+                   settings: dict[str, Any] | None = None) -> dict:
+    """Check the exports, open the MLflow parent run with config, lineage and git commit.
+
+    ``settings``: further :class:`ModelConfig` fields (the DAG's ``model_settings``), checked by name
+    and type; ``overrides`` take precedence."""
     from ml_tasks import tracking
+    from ml_tasks.config import validate_model_settings
     from ml_tasks.model import _config_to_json
 
     if (run_dir / STATE_FILE).exists():  # a retried task: keep the run it opened
         state = _read_state(run_dir)
         return {"parent_run_id": state["parent_run_id"], "run_dir": str(run_dir), "resumed": True}
+    base = replace(ModelConfig(), **{**PIPELINE_MODEL_DEFAULTS, **validate_model_settings(settings or {})})
     data = _load_data(paths)
-    base = replace(ModelConfig(), **PIPELINE_MODEL_DEFAULTS)
     if kind == "periodic_update":
         base = replace(base, fine_tune_epochs=(overrides or {}).get("epochs") or base.fine_tune_epochs)
     config = replace(base, **{k: v for k, v in (overrides or {}).items() if v is not None and k != "epochs"})

@@ -85,3 +85,19 @@ def test_no_heavy_imports_at_parse_time(dag_file):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_train_dag_takes_checked_model_settings(dagbag, tmp_path):
+    from ml_tasks import steps
+    from ml_tasks.config import Paths
+    from ml_tasks.errors import PipelineError
+
+    params = dagbag.get_dag("train_interest_model").params
+    assert params["model_settings"] == {}
+    assert params.get_param("model_settings").schema["type"] == "object"
+    # what the start_training task does with a bad value: one sentence, before any work
+    paths = Paths.from_env(data_dir=tmp_path)
+    with pytest.raises(PipelineError, match="model setting copy_head takes bool, got 'yes'"):
+        steps.start_training(paths, tmp_path / "run", settings={"copy_head": "yes"})
+    with pytest.raises(PipelineError, match="unknown model setting 'lstm_unit'"):
+        steps.start_training(paths, tmp_path / "run", settings={"lstm_unit": [8]})
