@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not args.verbose:  # TensorFlow's Python-side notes (e.g. tf.function retracing) are not for users
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     from ml_tasks import steps
     from ml_tasks.config import Paths
 
