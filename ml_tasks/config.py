@@ -168,20 +168,32 @@ def validate_model_settings(values: dict[str, Any]) -> dict[str, Any]:
         if name not in known:
             raise PipelineError(f"unknown model setting {name!r}; known: {', '.join(sorted(known))}")
         kind = known[name]
-        ok = (
-            (value is None and "None" in kind)
-            or (kind.startswith("bool") and isinstance(value, bool))
-            or (kind.startswith("int") and isinstance(value, int) and not isinstance(value, bool))
-            or (kind.startswith("float") and isinstance(value, int | float) and not isinstance(value, bool))
-            or (kind.startswith("str") and isinstance(value, str))
-            or (kind.startswith("tuple[str") and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value))
-            or (kind.startswith(("tuple[int", "tuple[float")) and isinstance(value, list | tuple) and all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in value))
-        )
-        if not ok:
+        if not _accepts(kind, value):
             shown = value if isinstance(value, str) else json.dumps(value)
             raise PipelineError(f"model setting {name} takes {kind}, got {shown!r}")
         if kind.startswith("float") and value is not None:
             value = float(value)
         out[name] = tuple(value) if isinstance(value, list | tuple) else value
     return out
+
+
+def _accepts(kind: str, value: Any) -> bool:
+    """Does a JSON value fit a ``ModelConfig`` field annotated ``kind`` (e.g. ``"float | None"``)?"""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    if value is None:
+        return "None" in kind
+    if kind.startswith("tuple["):
+        element = str if kind.startswith("tuple[str") else None
+        return isinstance(value, list | tuple) and all(
+            isinstance(v, str) if element is str else number(v) for v in value
+        )
+    if kind.startswith("bool"):
+        return isinstance(value, bool)
+    if kind.startswith("int"):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind.startswith("float"):
+        return number(value)
+    return kind.startswith("str") and isinstance(value, str)

@@ -177,7 +177,8 @@ class _CopyMixture(layers.Layer):
     softmax) and *returning* to one in the sequence (a pointer over its positions).
 
     ``p(c) = (1 - g) * softmax(gen)_c + g * sum_{t: cat_t = c} softmax_t(s)``, where ``s_t`` scores
-    each position from the LSTM output there, its event type and its age, and ``g`` is a gate read
+    each position from the LSTM output there (and its product with the final state), its event type
+    and its age, and ``g`` is a gate read
     from the final state. The pointer's parameters are shared by every category, so it learns from
     all of them how a user returns to what they saw, which a per-category softmax over thousands of
     rarely seen categories cannot.
@@ -380,8 +381,9 @@ def category_vectors(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
         np.asarray(w, dtype=np.float64) for w in model.get_layer("window_projection").get_weights()
     )
     units = int(model.get_layer(STATE_LAYER).output.shape[-1])
-    names = {layer.name for layer in model.layers}
-    (b,) = model.get_layer("window_generate" if "window_generate" in names else "window").get_weights()
+    # with the copy head the generating logits' bias lives in "window_generate", else in "window"
+    generate = next((layer for layer in model.layers if layer.name == "window_generate"), None)
+    (b,) = (generate or model.get_layer("window")).get_weights()
     # with skip connections the projection also reads the last event and the sequence bag: the
     # hidden state's part is the first ``units`` rows
     return w_proj[:units] @ emb.T, b_proj @ emb.T + np.asarray(b, dtype=np.float64)
