@@ -16,7 +16,7 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export TF_CPP_MIN_LOG_LEVEL := 2
 export IEP_DATA_DIR ?= $(CURDIR)/.data
 
-.PHONY: help install lock run update test test-fast test-e2e lint bench airflow mlflow serve dbt-docs compose-env clean
+.PHONY: help install browser lock run update test test-fast test-e2e lint bench airflow mlflow serve dbt-docs compose-env clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,13 +41,16 @@ run: install ## generate synthetic data and run the whole pipeline through the A
 update: install ## run the periodic update DAG once (after make run)
 	$(BIN)/python scripts/pipeline.py --dags update_interest_model
 
-test: install ## set up and run every test (unit, dbt, Airflow dag.test, end to end)
+browser: ## Debian's Chromium for the browser tests (idempotent; root or sudo)
+	bash scripts/install_browser.sh
+
+test: install browser ## set up and run every test (unit, dbt, Airflow dag.test, end to end)
 	$(BIN)/python -m pytest
 
 test-fast: install ## the tests that need no engine start-up (no slow/e2e markers)
 	$(BIN)/python -m pytest -m "not slow and not e2e"
 
-test-e2e: install ## the browser tests against the real Airflow and MLflow servers (needs /usr/bin/chromium)
+test-e2e: install browser ## the browser tests against the real Airflow and MLflow servers
 	$(BIN)/python -m pytest -m e2e
 
 lint: install ## ruff on the Python code

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLES = REPO / "data" / "samples"
 
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="iep-test-airflow-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
@@ -53,8 +53,6 @@ def pipeline_paths(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The real data sets of ``../shared/data`` (Taobao sample, MovieLens latest-small)."""
-    if not (SHARED_DATA / "taobao_userbehavior" / "UserBehavior_sample.csv").exists():
-        pytest.fail(f"shared data not found at {SHARED_DATA}; the repository expects ../shared/data beside it")
-    return SHARED_DATA
+def samples() -> Path:
+    """The real data sets shipped in ``data/samples`` (Taobao sample, MovieLens latest-small)."""
+    return SAMPLES

@@ -107,11 +107,11 @@ REFERENCE = {  # EVALUATION.md, Taobao sample, horizon 2 days, half-life 72 h
 }
 
 
-def test_reference_figures_on_the_taobao_sample(shared_data):
+def test_reference_figures_on_the_taobao_sample(samples):
     from ml_tasks.evaluation import baseline_metrics, cutoff_context
 
     raw = pd.read_csv(
-        shared_data / "taobao_userbehavior" / "UserBehavior_sample.csv",
+        samples / "taobao_userbehavior" / "UserBehavior_sample.csv",
         header=None,
         names=["user_id", "item_id", "category_id", "event_type", "event_ts"],
         dtype={"user_id": str, "category_id": str},

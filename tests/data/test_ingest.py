@@ -418,12 +418,12 @@ def test_ingest_dir_loads_new_files_once_and_reports_bad_ones(tmp_path):
     json.dumps(again)  # JSON-safe
 
 
-# --- the shared real data sets -----------------------------------------------------------------------
+# --- the real data samples (data/samples) -----------------------------------------------------------------------
 
 
-def test_taobao_sample_ingests_with_the_invariant(tmp_path, shared_data):
+def test_taobao_sample_ingests_with_the_invariant(tmp_path, samples):
     warehouse = tmp_path / "wh.duckdb"
-    path = shared_data / "taobao_userbehavior" / "UserBehavior_sample.csv"
+    path = samples / "taobao_userbehavior" / "UserBehavior_sample.csv"
     summary = ingest_file(path, "taobao", warehouse)
     assert (summary["rows_read"], summary["rows_loaded"], summary["rows_rejected"]) == (55994, 55994, 0)
     assert_reconciles(summary, warehouse)
@@ -432,13 +432,13 @@ def test_taobao_sample_ingests_with_the_invariant(tmp_path, shared_data):
     assert ingest_file(path, "taobao", warehouse)["skipped"] is True
 
 
-def test_movielens_ingests_with_the_invariant(tmp_path, shared_data):
+def test_movielens_ingests_with_the_invariant(tmp_path, samples):
     warehouse = tmp_path / "wh.duckdb"
-    summary = ingest_file(shared_data / "movielens_latest_small", "movielens", warehouse)
+    summary = ingest_file(samples / "movielens_latest_small", "movielens", warehouse)
     assert (summary["rows_read"], summary["rows_loaded"], summary["rows_rejected"]) == (100836, 100836, 0)
     assert_reconciles(summary, warehouse)
-    movies = pd.read_csv(shared_data / "movielens_latest_small" / "movies.csv")
-    ratings = pd.read_csv(shared_data / "movielens_latest_small" / "ratings.csv")
+    movies = pd.read_csv(samples / "movielens_latest_small" / "movies.csv")
+    ratings = pd.read_csv(samples / "movielens_latest_small" / "ratings.csv")
     first_genre = movies.set_index("movieId")["genres"].str.split("|").str[0]
     n_categories = ratings["movieId"].map(first_genre).nunique()
     assert rows(warehouse, "select count(distinct user_id), count(distinct category_id), "

@@ -63,7 +63,7 @@ def table(path: Path, name: str, order: str | None = None) -> pd.DataFrame:
 
 
 def test_dbt_vars_mirror_the_feature_constants():
-    project = yaml.safe_load((Path(__file__).parent.parent / "dbt_project" / "dbt_project.yml").read_text())
+    project = yaml.safe_load((Path(__file__).resolve().parents[2] / "dbt_project" / "dbt_project.yml").read_text())
     assert project["name"] == "interest_pipeline" and project["profile"] == "interest_pipeline"
     dbt_vars = project["vars"]
     assert tuple(dbt_vars["event_types"]) == features.EVENT_TYPES
@@ -72,7 +72,7 @@ def test_dbt_vars_mirror_the_feature_constants():
 
 
 def test_ml_contracts_list_the_export_columns():
-    root = Path(__file__).parent.parent / "dbt_project" / "models" / "marts"
+    root = Path(__file__).resolve().parents[2] / "dbt_project" / "models" / "marts"
     declared = {}
     for yml in root.rglob("_*__models.yml"):
         for model in yaml.safe_load(yml.read_text())["models"]:
@@ -234,8 +234,8 @@ def test_incremental_run_rewrites_only_the_users_with_new_events(paths):
     ("taobao_userbehavior/UserBehavior_sample.csv", "taobao", 543),
     ("movielens_latest_small", "movielens", None),
 ])
-def test_shared_data_sets_build_with_every_dbt_test_passing(paths, shared_data, dataset, fmt, n_test_users):
-    loaded = ingest_file(shared_data / dataset, fmt, paths.warehouse)
+def test_samples_sets_build_with_every_dbt_test_passing(paths, samples, dataset, fmt, n_test_users):
+    loaded = ingest_file(samples / dataset, fmt, paths.warehouse)
     assert loaded["rows_read"] == loaded["rows_loaded"] + loaded["rows_rejected"]
     summary = warehouse.build(paths, CONFIG)
     assert summary["tests"] >= 30 and summary["unit_tests"] == 2
