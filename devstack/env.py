@@ -1,0 +1,124 @@
+"""The servers' environment: host, ports, the Airflow settings and the pipeline's MLflow store.
+
+Paths and URIs of the pipeline come from ``ml_tasks.config.Paths`` (imported when first needed, so that
+``compose-env`` stays standard library only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+AIRFLOW_PORT = 8080
+MLFLOW_PORT = 5000
+MODEL_PORT = 5001
+#: every process started here (and its descendants) carries this variable; see
+#: :func:`devstack.supervisor.tagged_processes`
+MARKER_ENV = "IEP_SERVER_ID"
+PASSWORD_FILE_NAME = "simple_auth_manager_passwords.json.generated"
+
+
+def airflow_env(host: str = HOST, port: int = AIRFLOW_PORT, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The project's Airflow environment (as in ``scripts/pipeline.py``) plus the servers' settings.
+
+    Values already in the environment win, except the bind address, port and execution API URL,
+    which follow ``host`` and ``port``.
+    """
+    env = dict(os.environ if base is None else base)
+    env.setdefault("AIRFLOW_HOME", str(REPO / ".airflow"))
+    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+    env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    env.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    env.setdefault("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "True")
+    # LocalExecutor forks `parallelism` workers up front (32 by default, ~130 MB each): a laptop needs few.
+    env.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
+    env.setdefault("AIRFLOW__CORE__AUTH_MANAGER",
+                   "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager")
+    env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{airflow_user(env)}:admin")
+    env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "False"  # never an open UI
+    env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+                   str(Path(env["AIRFLOW_HOME"]) / PASSWORD_FILE_NAME))
+    # Cosmos renders build_warehouse at parse time; a slow 2-core machine needs more than 30 s.
+    env.setdefault("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "120")
+    env.setdefault("AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT", "180")
+    env.setdefault("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "60")
+    env["AIRFLOW__API__HOST"] = host
+    env["AIRFLOW__API__PORT"] = str(port)
+    env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://{host}:{port}/execution/"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("IEP_DATA_DIR", str(REPO / ".data"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["PATH"] = os.pathsep.join((str(BIN), env.get("PATH", "")))
+    return env
+
+
+def airflow_user(env: Mapping[str, str]) -> str:
+    """The admin user of the simple auth manager (``IEP_AIRFLOW_USER``, default ``admin``)."""
+    return env.get("IEP_AIRFLOW_USER") or "admin"
+
+
+def env_host() -> str:
+    return os.environ.get("AIRFLOW__API__HOST") or HOST
+
+
+def tool(name: str) -> str:
+    """A console script of this environment: beside the interpreter, else on PATH (the Airflow image)."""
+    beside = BIN / name
+    return str(beside) if beside.exists() else (shutil.which(name) or str(beside))
+
+
+# --- the pipeline's settings, read through ml_tasks.config ------------------------------------------
+
+#: the variables ``ml_tasks.config`` reads paths and URIs from
+_PIPELINE_PREFIXES = ("IEP_", "MLFLOW_")
+
+
+@contextlib.contextmanager
+def _pipeline_environ(env: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with the IEP_*/MLFLOW_* variables of ``env`` (empty ones unset), restored after."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(_PIPELINE_PREFIXES)}
+    wanted = {k: v for k, v in env.items() if k.startswith(_PIPELINE_PREFIXES) and v}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key in wanted:
+            os.environ.pop(key, None)
+        os.environ.update(saved)
+
+
+class PipelineLocations(NamedTuple):
+    """Where the pipeline keeps what the servers serve (from ``ml_tasks.config.Paths``)."""
+
+    data_dir: Path
+    dbt_project_dir: Path
+    tracking_uri: str
+    mlflow_artifact_root: Path
+
+
+def pipeline_locations(env: Mapping[str, str] | None = None) -> PipelineLocations:
+    """The pipeline's locations for ``env`` (default: this process's environment), as
+    ``ml_tasks.config.Paths.from_env()`` reads them."""
+    from ml_tasks.config import Paths
+
+    with _pipeline_environ(os.environ if env is None else env):
+        paths = Paths.from_env()
+        root = paths.mlflow_artifact_root  # a property that reads the environment
+    return PipelineLocations(paths.data_dir, paths.dbt_project_dir, paths.tracking_uri,
+                             root.expanduser().resolve())
+
+
+def mlflow_store(env: Mapping[str, str] | None = None) -> tuple[str, Path]:
+    """(backend store URI, artifact root) the pipeline writes, from ``ml_tasks.config.Paths``."""
+    where = pipeline_locations(env)
+    return where.tracking_uri, where.mlflow_artifact_root
