@@ -26,9 +26,10 @@ RUN bin_dir="$(python -c 'import sys, pathlib; print(pathlib.Path(sys.executable
     && chmod -R g+rwX /opt/iep /data /artifacts /mlflow
 USER airflow
 
-# 2. The project: DAGs, the ml_tasks package, the dbt project and the scripts.
+# 2. The project: DAGs, the ml_tasks package, devstack (provisioning), the dbt project and the scripts.
 COPY --chown=airflow:0 dags/ /opt/iep/dags/
 COPY --chown=airflow:0 ml_tasks/ /opt/iep/ml_tasks/
+COPY --chown=airflow:0 devstack/ /opt/iep/devstack/
 COPY --chown=airflow:0 dbt_project/ /opt/iep/dbt_project/
 COPY --chown=airflow:0 scripts/ /opt/iep/scripts/
 

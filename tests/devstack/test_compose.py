@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from devstack.credentials import COMPOSE_SECRETS, compose_env_text
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-sys.path.insert(0, str(REPO / "scripts"))
-
-import servers  # noqa: E402  (scripts/servers.py: compose_env_text, the secrets list)
 
 AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
                     "airflow-worker", "airflow-init"}
@@ -54,9 +53,9 @@ def run_compose(*args: str, env_file: Path, cwd: Path = REPO) -> subprocess.Comp
 
 @pytest.fixture(scope="module")
 def env_file(tmp_path_factory) -> Path:
-    """A .env made the documented way (``servers.py compose-env``): .env.example with generated secrets."""
+    """A .env made the documented way (``python3 -m devstack compose-env``): .env.example with generated secrets."""
     path = tmp_path_factory.mktemp("compose") / ".env"
-    path.write_text(servers.compose_env_text((REPO / ".env.example").read_text(), uid=1000))
+    path.write_text(compose_env_text((REPO / ".env.example").read_text(), uid=1000))
     return path
 
 
@@ -88,7 +87,7 @@ def test_secrets_are_required_not_committed(tmp_path):
     assert proc.returncode != 0
     assert re.search(r"required variable \w+ is missing a value", proc.stderr), proc.stderr
     text = COMPOSE_FILE.read_text()
-    for name in servers.COMPOSE_SECRETS:
+    for name in COMPOSE_SECRETS:
         assert f"${{{name}:?" in text, f"{name} must be required with :? in docker-compose.yml"
     for line in text.splitlines():  # every secret-looking value and URL password is a ${...:?} variable
         setting = re.match(r"\s*(\w*(PASSWORD|SECRET|FERNET_KEY)\w*):\s*(.+)$", line)
@@ -98,7 +97,7 @@ def test_secrets_are_required_not_committed(tmp_path):
             assert password.startswith("${") and ":?" in password, line
     for line in (REPO / ".env.example").read_text().splitlines():
         key, _, value = line.partition("=")
-        if key in servers.COMPOSE_SECRETS:
+        if key in COMPOSE_SECRETS:
             assert value == "", f".env.example must not carry a value for {key}"
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO)
     assert ignored.returncode == 0, ".env must be git-ignored"
@@ -107,7 +106,7 @@ def test_secrets_are_required_not_committed(tmp_path):
 def test_generated_env_has_distinct_secrets(env_file):
     values = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
                   if "=" in line and not line.startswith("#"))
-    secrets = [values[k] for k in servers.COMPOSE_SECRETS]
+    secrets = [values[k] for k in COMPOSE_SECRETS]
     assert all(len(s) >= 32 for s in secrets) and len(set(secrets)) == len(secrets)
     import base64
 
@@ -124,7 +123,7 @@ def test_services_of_the_official_airflow_3_shape(model):
     assert commands["airflow-dag-processor"] == "dag-processor"
     assert commands["airflow-triggerer"] == "triggerer"
     assert commands["airflow-worker"] == "celery worker"
-    assert "servers.py provision" in commands["airflow-init"]
+    assert "python -m devstack provision" in commands["airflow-init"]
 
 
 def test_celery_executor_with_redis_and_postgres(model):
@@ -236,7 +235,7 @@ def test_dockerfile_extends_the_official_image_with_the_lock():
     assert re.search(r"^RUN pip install --no-cache-dir .*-r /opt/iep/requirements.txt$", text, re.M)
     # dependencies are installed before the code is copied (the layer survives code changes)
     assert text.index("pip install") < text.index("COPY --chown=airflow:0 dags/")
-    for folder in ("dags", "ml_tasks", "dbt_project", "scripts"):
+    for folder in ("dags", "ml_tasks", "devstack", "dbt_project", "scripts"):
         assert re.search(rf"^COPY --chown=airflow:0 {folder}/ /opt/iep/{folder}/$", text, re.M), folder
     ignored = (REPO / ".dockerignore").read_text().split()
     for path in (".venv", ".env", ".data", ".airflow", ".git", "dbt_project/target"):

@@ -32,10 +32,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
+from devstack import harness as servers
 
-import servers  # noqa: E402  (scripts/servers.py)
+REPO = Path(__file__).resolve().parents[2]
 
 CHROMIUM = Path(os.environ.get("IEP_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
