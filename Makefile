@@ -61,20 +61,20 @@ bench: install ## benchmarks; JSON results in bench/results/
 	$(BIN)/python bench/bench_model.py
 
 airflow: install ## the Airflow UI on http://127.0.0.1:8080 (Ctrl-C stops it)
-	$(BIN)/python scripts/servers.py airflow
+	$(BIN)/python -m devstack airflow
 
 mlflow: install ## the MLflow UI on http://127.0.0.1:5000 over the pipeline's store
-	$(BIN)/python scripts/servers.py mlflow
+	$(BIN)/python -m devstack mlflow
 
 serve: install ## serve user_interest_model@champion on http://127.0.0.1:5001/invocations (mlflow models serve)
-	$(BIN)/python scripts/servers.py model
+	$(BIN)/python -m devstack model
 
 dbt-docs: install ## generate and serve the dbt docs on http://127.0.0.1:8081
 	$(BIN)/dbt docs generate --project-dir dbt_project --profiles-dir dbt_project
 	$(BIN)/dbt docs serve --project-dir dbt_project --profiles-dir dbt_project --host 127.0.0.1 --port 8081
 
 compose-env: ## write .env for docker compose with generated secrets (never committed)
-	python3 scripts/servers.py compose-env
+	python3 -m devstack compose-env
 
 clean: ## remove generated state (.data, .airflow); keeps .venv
 	rm -rf .data .airflow dbt_project/target dbt_project/logs
