@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-16)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
 
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
@@ -21,9 +21,10 @@ export IEP_DATA_DIR ?= $(CURDIR)/.data
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
 	@rm -f $(VENV)/.installed-* && touch $@
 
@@ -44,7 +45,7 @@ update: install ## run the periodic update DAG once (after make run)
 browser: ## Debian's Chromium for the browser tests (idempotent; root or sudo)
 	bash scripts/install_browser.sh
 
-test: install browser ## set up and run every test (unit, dbt, Airflow dag.test, end to end)
+test: install browser lint ## set up and run every test (lint, unit, dbt, Airflow dag.test, end to end)
 	$(BIN)/python -m pytest
 
 test-fast: install ## the tests that need no engine start-up (no slow/e2e markers)
@@ -53,8 +54,10 @@ test-fast: install ## the tests that need no engine start-up (no slow/e2e marker
 test-e2e: install browser ## the browser tests against the real Airflow and MLflow servers
 	$(BIN)/python -m pytest -m e2e
 
-lint: install ## ruff on the Python code
+lint: install ## ruff, the import contract (import-linter) and sqlfluff on the dbt SQL
 	$(BIN)/ruff check ml_tasks dags tests bench scripts
+	$(BIN)/lint-imports
+	cd dbt_project && ../$(BIN)/sqlfluff lint models --processes 1
 
 bench: install ## benchmarks; JSON results in bench/results/
 	$(BIN)/python bench/bench_warehouse.py

@@ -44,12 +44,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     import keras
 
-    from ml_tasks import lstm
     from ml_tasks.config import ModelConfig
-    from ml_tasks.model import ModelData, fit, score
-    from ml_tasks.predictor import popularity_table
-    from ml_tasks.sequences import Vocabulary, encode_sequences
-    from ml_tasks.synthetic import SyntheticConfig, generate
+    from ml_tasks.data.synthetic import SyntheticConfig, generate
+    from ml_tasks.model import lstm
+    from ml_tasks.model.dataset import ModelData
+    from ml_tasks.model.fit import fit
+    from ml_tasks.model.predictor import popularity_table
+    from ml_tasks.model.score import score
+    from ml_tasks.model.sequences import Vocabulary, encode_sequences
 
     started = time.perf_counter()
     events, _truth = generate(SyntheticConfig(n_users=args.users, days=args.days))
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
             self.seconds.append(time.perf_counter() - self._t)
 
     timer = EpochTimer()
-    from ml_tasks.sequences import make_dataset
+    from ml_tasks.model.sequences import make_dataset
 
     ds = make_dataset(
         arrays, vocab.n_outputs, config.batch_size, shuffle=True, next_positions=config.next_positions

@@ -56,9 +56,9 @@ def _cpu_s() -> float:
 
 
 def run_pipeline(events_csv: Path, work: Path, select: str | None) -> dict:
-    from ml_tasks import warehouse
     from ml_tasks.config import Paths, WarehouseConfig
-    from ml_tasks.ingest import ingest_file
+    from ml_tasks.data import warehouse
+    from ml_tasks.data.ingest import ingest_file
 
     paths = Paths.from_env(data_dir=work, warehouse=work / "warehouse.duckdb", export_dir=work / "exports")
     os.environ["DBT_TARGET_PATH"] = str(work / "dbt-target")
@@ -87,7 +87,7 @@ def run_pandas(events_csv: Path, horizon_hours: int = 48, step_hours: int = 12, 
     import numpy as np
     import pandas as pd
 
-    from ml_tasks.features import EVENT_TYPE_INDEX
+    from ml_tasks.contracts import EVENT_TYPE_INDEX
 
     started, cpu0 = time.perf_counter(), _cpu_s()
     df = pd.read_csv(events_csv, dtype={"user_id": str, "item_id": str, "category_id": str, "event_type": str})
@@ -139,7 +139,7 @@ def _in_fresh_process(kind: str, *args: str) -> dict:
 
 
 def _generate(n_events: int, out_dir: Path) -> Path:
-    from ml_tasks import synthetic
+    from ml_tasks.data import synthetic
 
     n_users = max(1, round(n_events / (DAYS * EVENTS_PER_USER_DAY)))
     config = synthetic.SyntheticConfig(n_users=n_users, days=DAYS, events_per_user_day=EVENTS_PER_USER_DAY,

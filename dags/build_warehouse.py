@@ -83,9 +83,9 @@ def build_warehouse():
     @task(pool=WAREHOUSE_POOL, outlets=[ML_SEQUENCES])
     def export_ml_tables() -> dict:
         """Copy the ML tables to Parquet (read-only warehouse connection, temp file + rename)."""
-        from ml_tasks import steps
+        from ml_tasks.steps import data
 
-        return steps.export(Paths.from_env())
+        return data.export(Paths.from_env())
 
     dbt >> export_ml_tables()
 

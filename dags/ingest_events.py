@@ -21,6 +21,8 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 from pipeline_common import DEFAULT_ARGS, RAW_EVENTS, START_DATE, WAREHOUSE_POOL
 
+from ml_tasks.contracts import SOURCE_FORMATS
+
 
 @dag(
     dag_id="ingest_events",
@@ -39,7 +41,7 @@ from pipeline_common import DEFAULT_ARGS, RAW_EVENTS, START_DATE, WAREHOUSE_POOL
         ),
         "format": Param(
             "generic",
-            enum=["generic", "taobao", "movielens"],
+            enum=list(SOURCE_FORMATS),
             description="Source format of the file(s).",
         ),
     },
@@ -50,10 +52,10 @@ def ingest_events():
         """Load new files into raw.events; skip (no asset event) when nothing new was loaded."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from ml_tasks import steps
         from ml_tasks.config import Paths
+        from ml_tasks.steps import data
 
-        summary = steps.ingest(Paths.from_env(), params["events_path"], params["format"])
+        summary = data.ingest(Paths.from_env(), params["events_path"], params["format"])
         if summary["rows_loaded"] == 0:
             raise AirflowSkipException(f"nothing new to load: {summary}")
         return summary

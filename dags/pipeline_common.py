@@ -1,7 +1,7 @@
-"""Shared wiring for the project's DAGs: assets, pool, default args, per-run paths.
+"""Shared wiring for the project's DAGs: assets, pool names, default args, per-run paths, running a step.
 
 Light on purpose: this module is imported at every DAG parse, so it imports only the standard
-library, ``airflow.sdk`` and ``ml_tasks.config`` (itself stdlib-only).
+library and ``airflow.sdk``; ``ml_tasks`` is imported when a task runs.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, get_current_context
 
 #: raw behaviour rows landed in the warehouse (``raw.events``)
 RAW_EVENTS = Asset(name="raw_events", uri="duckdb://warehouse/raw/events", group="warehouse")
@@ -30,6 +30,16 @@ DEFAULT_ARGS = {
     "retries": 1,
     "retry_delay": timedelta(seconds=30),
 }
+
+
+def run_step(task_id: str, **kwargs) -> dict:
+    """Run this DAG's step ``task_id`` (``ml_tasks.pipelines``) for the current DAG run, in its folder."""
+    from ml_tasks import pipelines
+    from ml_tasks.config import Paths
+
+    ctx = get_current_context()
+    dag_id = ctx["dag"].dag_id
+    return pipelines.run_step(dag_id, task_id, Paths.from_env(), run_dir(dag_id, ctx["run_id"]), **kwargs)
 
 
 def run_dir(dag_id: str, run_id: str) -> Path:

@@ -27,8 +27,8 @@ promotion margin. Daily updates are `update_interest_model`.
 
 from __future__ import annotations
 
-from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
-from pipeline_common import DEFAULT_ARGS, INTEREST_SCORES, START_DATE, WAREHOUSE_POOL, run_dir
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from pipeline_common import DEFAULT_ARGS, INTEREST_SCORES, START_DATE, WAREHOUSE_POOL, run_step
 
 MODEL_PARAMS = {
     "seed": Param(42, type="integer", minimum=0, description="Random seed (Keras, NumPy, scikit-learn)."),
@@ -45,16 +45,6 @@ MODEL_PARAMS = {
 }
 
 
-def _step(name: str, **kwargs):
-    """Run one ml_tasks step for this DAG run (imports happen here, at run time)."""
-    from ml_tasks import steps
-    from ml_tasks.config import Paths
-
-    ctx = get_current_context()
-    folder = run_dir(ctx["dag"].dag_id, ctx["run_id"])
-    return getattr(steps, name)(Paths.from_env(), folder, **kwargs)
-
-
 @dag(
     dag_id="train_interest_model",
     schedule=CronTriggerTimetable("0 2 * * 0", timezone="UTC"),
@@ -69,29 +59,29 @@ def _step(name: str, **kwargs):
 def train_interest_model():
     @task
     def start_training(params=None) -> dict:
-        return _step("start_training", kind="full_retrain", settings=params["model_settings"],
+        return run_step("start_training", settings=params["model_settings"],
                      overrides={"seed": params["seed"], "epochs": params["epochs"],
                                 "max_train_sequences": params["max_train_sequences"]})
 
     @task
     def fit_model(_: dict) -> dict:
-        return _step("fit_model")
+        return run_step("fit_model")
 
     @task
     def extract_interest_features(_: dict) -> dict:
-        return _step("extract_interest_features")
+        return run_step("extract_interest_features")
 
     @task
     def evaluate(_: dict) -> dict:
-        return _step("evaluate")
+        return run_step("evaluate")
 
     @task
     def register_model(_: dict, params=None) -> dict:
-        return _step("register_model", margin=params["promotion_margin"])
+        return run_step("register_model", margin=params["promotion_margin"])
 
     @task(pool=WAREHOUSE_POOL, outlets=[INTEREST_SCORES])
     def score_users(_: dict) -> dict:
-        return _step("score_run")
+        return run_step("score_users")
 
     started = start_training()
     score_users(register_model(evaluate(extract_interest_features(fit_model(started)))))

@@ -25,17 +25,8 @@ Rollback: trigger with `rollback_to_version` set to point `champion` at an earli
 
 from __future__ import annotations
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
-from pipeline_common import DEFAULT_ARGS, INTEREST_SCORES, ML_SEQUENCES, START_DATE, WAREHOUSE_POOL, run_dir
-
-
-def _step(name: str, **kwargs):
-    from ml_tasks import steps
-    from ml_tasks.config import Paths
-
-    ctx = get_current_context()
-    folder = run_dir(ctx["dag"].dag_id, ctx["run_id"])
-    return getattr(steps, name)(Paths.from_env(), folder, **kwargs)
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from pipeline_common import DEFAULT_ARGS, INTEREST_SCORES, ML_SEQUENCES, START_DATE, WAREHOUSE_POOL, run_step
 
 
 @dag(
@@ -64,34 +55,34 @@ def update_interest_model():
     @task.short_circuit
     def start_update(params=None) -> dict | bool:
         """Rollback requests end the run here; otherwise open the MLflow parent run."""
-        from ml_tasks import steps
         from ml_tasks.config import Paths
+        from ml_tasks.steps import register
 
         if params["rollback_to_version"]:
-            steps.promote(Paths.from_env(), int(params["rollback_to_version"]), reason="rollback via DAG param")
+            register.promote(Paths.from_env(), int(params["rollback_to_version"]), reason="rollback via DAG param")
             return False
-        return _step("start_training", kind="periodic_update", overrides={"epochs": params["epochs"],
-                                      "max_train_sequences": params["max_train_sequences"]})
+        return run_step("start_update", overrides={"epochs": params["epochs"],
+                                                   "max_train_sequences": params["max_train_sequences"]})
 
     @task(pool=WAREHOUSE_POOL)
     def refresh_warehouse(_: dict) -> dict:
-        return _step("refresh_warehouse")
+        return run_step("refresh_warehouse")
 
     @task
     def fine_tune_challenger(_: dict) -> dict:
-        return _step("fine_tune_challenger")
+        return run_step("fine_tune_challenger")
 
     @task
     def evaluate(_: dict) -> dict:
-        return _step("evaluate")
+        return run_step("evaluate")
 
     @task
     def register_model(_: dict, params=None) -> dict:
-        return _step("register_model", margin=params["promotion_margin"])
+        return run_step("register_model", margin=params["promotion_margin"])
 
     @task(pool=WAREHOUSE_POOL, outlets=[INTEREST_SCORES])
     def score_users(_: dict) -> dict:
-        return _step("score_run")
+        return run_step("score_users")
 
     score_users(register_model(evaluate(fine_tune_challenger(refresh_warehouse(start_update())))))
 

@@ -6,10 +6,13 @@ git-ignored ``.data/`` folder. Nothing here touches the disk at import time.
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from ml_tasks.errors import PipelineError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,10 +90,9 @@ class ModelConfig:
     # sequence model
     embedding_dim: int = 32
     embedding_init: float = 0.3  # stddev of the (tied) category embedding at initialisation
-    clipnorm: float | None = None
     lstm_units: tuple[int, ...] = (64, 64)
     skip_connections: bool = True  # the heads also see the last event's and the sequence's embeddings
-    # the next-window head mixes in a pointer over the sequence's positions (ml_tasks.lstm); measured
+    # the next-window head mixes in a pointer over the sequence's positions (ml_tasks.model.lstm); measured
     # with window_loss_weight=1.0 and early_stopping_monitor="val_window_loss" (README, Results)
     copy_head: bool = False
     dropout: float = 0.1
@@ -104,27 +106,35 @@ class ModelConfig:
     window_loss_weight: float = 0.3  # next-window category distribution at the last position
     max_train_sequences: int | None = 30_000  # subsample (user, cutoff) rows above this many
     min_category_events: int = 1  # rarer categories share the out-of-vocabulary bucket
-    unroll: bool = False  # unrolled LSTMs trace for a long time and were slower on the Taobao sample
-    catch_up_epochs: int = 0  # after the predictor is fitted, train the LSTM on to the fit's limit
-    catch_up_lr_factor: float = 0.5
-    catch_up_window_only: bool = False  # only the samples after the predictor's cutoff - horizon
     # PCA
     pca_variance: float = 0.8
     # predictor
-    predictor: str = "logistic"  # logistic | hist_gradient_boosting
     predictor_c: float = 1.0  # inverse L2 strength of the logistic regression
-    # head: both heads' log-probabilities/ranks; pca: z_j * category_j; interactions: heads x recency;
-    # pca_interactions: z_j x recency/popularity (off: it overfits on the Taobao sample)
+    # head: both heads' log-probabilities/ranks; pca: z_j * category_j; interactions: heads x recency
     lstm_features: tuple[str, ...] = ("head", "pca", "interactions")
     top_k_candidates: int = 10  # the LSTM head's top-K join the candidates
     n_popular_candidates: int = 50  # the most popular categories of the last horizon join them too
-    predictor_samples: str = "stage"  # "stage": the samples at the LSTM's limit; "all": every labelled one
     max_predictor_rows: int = 400_000  # (user, cutoff, candidate) rows used to fit the predictor
     # baselines / updates
     half_life_hours: float = 72.0
     half_life_grid: tuple[float, ...] = (6.0, 12.0, 24.0, 48.0, 72.0, 120.0, 168.0, 336.0)
     fine_tune_epochs: int = 1  # the periodic update: epochs over the samples since the last fit
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, overrides: dict[str, Any] | None = None, **more: Any) -> ModelConfig:
+        """A copy with the given fields replaced; ``None`` values leave a field as it is."""
+        values = {**(overrides or {}), **more}
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as JSON values (tuples as lists), for run state, model files and MLflow."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> ModelConfig:
+        """The inverse of :meth:`to_json`; names that are no longer fields are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
 
 
 def parse_model_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -133,10 +143,6 @@ def parse_model_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     ``VALUE`` is read as JSON (``true``, ``0.5``, ``[64, 64]``, ``null``) or else taken as a string, then
     checked by :func:`validate_model_settings`.
     """
-    import json
-
-    from ml_tasks.errors import PipelineError
-
     values: dict[str, Any] = {}
     for item in items:
         name, sep, raw = item.partition("=")
@@ -156,10 +162,6 @@ def validate_model_settings(values: dict[str, Any]) -> dict[str, Any]:
     An unknown name or a value of the wrong type raises :class:`ml_tasks.errors.PipelineError` naming
     the field and what it accepts (the CLI's ``--set`` and the DAGs' ``model_settings`` param).
     """
-    import json
-
-    from ml_tasks.errors import PipelineError
-
     if not isinstance(values, dict):
         raise PipelineError(f"model settings must be a JSON object of ModelConfig fields, got {values!r}")
     known = {f.name: str(f.type) for f in fields(ModelConfig) if f.name != "extra"}

@@ -53,6 +53,20 @@ def test_warehouse_writers_share_one_pool(dagbag):
         assert dagbag.get_dag(dag_id).get_task("score_users").pool == "warehouse_writer"
 
 
+@pytest.mark.parametrize("dag_id", ["train_interest_model", "update_interest_model"])
+def test_model_dags_follow_the_one_step_list(dagbag, dag_id):
+    """The DAG's tasks, in dependency order, are ``ml_tasks.pipelines``' steps (which the CLI runs too)."""
+    from ml_tasks.pipelines import PIPELINES
+
+    dag = dagbag.get_dag(dag_id)
+    order = [t.task_id for t in dag.task_group.topological_sort()]
+    assert order == [s.task_id for s in PIPELINES[dag_id]]
+    for task in dag.tasks:  # a chain: each step waits for the one before it
+        assert len(task.upstream_task_ids) <= 1 and len(task.downstream_task_ids) <= 1
+    for step in PIPELINES[dag_id]:  # every step resolves to a function of ml_tasks.steps
+        assert callable(step.function())
+
+
 def test_dbt_models_render_as_tasks(dagbag):
     build = dagbag.get_dag("build_warehouse")
     ids = {t.task_id for t in build.tasks}
@@ -88,9 +102,9 @@ def test_no_heavy_imports_at_parse_time(dag_file):
 
 
 def test_train_dag_takes_checked_model_settings(dagbag, tmp_path):
-    from ml_tasks import steps
     from ml_tasks.config import Paths
     from ml_tasks.errors import PipelineError
+    from ml_tasks.steps import train
 
     params = dagbag.get_dag("train_interest_model").params
     assert params["model_settings"] == {}
@@ -98,6 +112,6 @@ def test_train_dag_takes_checked_model_settings(dagbag, tmp_path):
     # what the start_training task does with a bad value: one sentence, before any work
     paths = Paths.from_env(data_dir=tmp_path)
     with pytest.raises(PipelineError, match="model setting copy_head takes bool, got 'yes'"):
-        steps.start_training(paths, tmp_path / "run", settings={"copy_head": "yes"})
+        train.start_training(paths, tmp_path / "run", settings={"copy_head": "yes"})
     with pytest.raises(PipelineError, match="unknown model setting 'lstm_unit'"):
-        steps.start_training(paths, tmp_path / "run", settings={"lstm_unit": [8]})
+        train.start_training(paths, tmp_path / "run", settings={"lstm_unit": [8]})

@@ -17,8 +17,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from ml_tasks import ingest
-from ml_tasks.ingest import IngestError, ingest_dir, ingest_file
+from ml_tasks.data.ingest import IngestError, ingest_dir, ingest_file, load
 
 HEADER = "user_id,item_id,category_id,event_type,event_ts\n"
 GOOD = "u1,i1,c1,view,1511544070\n"
@@ -368,12 +367,12 @@ def test_a_failure_part_way_leaves_no_rows(tmp_path, monkeypatch, stage):
     def boom() -> None:
         raise RuntimeError(f"simulated crash at {stage}")
 
-    monkeypatch.setitem(ingest._HOOKS, stage, boom)
+    monkeypatch.setitem(load._HOOKS, stage, boom)
     with pytest.raises(RuntimeError, match="simulated crash"):
         ingest_file(path, "generic", warehouse)
     for table in ("raw.events", "raw.rejected_events", "raw.loads"):
         assert rows(warehouse, f"select count(*) from {table}") == [(0,)]
-    monkeypatch.delitem(ingest._HOOKS, stage)
+    monkeypatch.delitem(load._HOOKS, stage)
     retry = ingest_file(path, "generic", warehouse)  # the content was not recorded as loaded
     assert (retry["skipped"], retry["rows_loaded"], retry["rows_rejected"]) == (False, 1, 1)
 

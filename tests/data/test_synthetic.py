@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_tasks.features import CANONICAL_COLUMNS, EVENT_TYPES
-from ml_tasks.synthetic import (
+from ml_tasks.contracts import CANONICAL_COLUMNS, EVENT_TYPES
+from ml_tasks.data.synthetic import (
     TRUTH_COLUMNS,
     SyntheticConfig,
     generate,

@@ -1,7 +1,7 @@
 """The dbt project end to end: build on small fixtures and the real samples, contracts, incremental
 runs, point-in-time correctness checked independently in pandas, exports and failure messages.
 
-dbt runs as a subprocess through ``ml_tasks.warehouse.build``; the tests share one dbt target folder in
+dbt runs as a subprocess through ``ml_tasks.data.warehouse.build``; the tests share one dbt target folder in
 a temporary directory (partial parsing stays warm, the repository's ``dbt_project/target`` is untouched).
 """
 
@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from ml_tasks import features, warehouse
+from ml_tasks import contracts
 from ml_tasks.config import Paths, WarehouseConfig
-from ml_tasks.ingest import ingest_file
+from ml_tasks.data import warehouse
+from ml_tasks.data.ingest import ingest_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMALL = FIXTURES / "events_small.csv"
@@ -66,8 +67,8 @@ def test_dbt_vars_mirror_the_feature_constants():
     project = yaml.safe_load((Path(__file__).resolve().parents[2] / "dbt_project" / "dbt_project.yml").read_text())
     assert project["name"] == "interest_pipeline" and project["profile"] == "interest_pipeline"
     dbt_vars = project["vars"]
-    assert tuple(dbt_vars["event_types"]) == features.EVENT_TYPES
-    assert dbt_vars["event_weights"] == features.EVENT_WEIGHTS
+    assert tuple(dbt_vars["event_types"]) == contracts.EVENT_TYPES
+    assert dbt_vars["event_weights"] == contracts.EVENT_WEIGHTS
     assert {k: dbt_vars[k] for k in CONFIG.dbt_vars()} == CONFIG.dbt_vars()
 
 
@@ -77,7 +78,7 @@ def test_ml_contracts_list_the_export_columns():
     for yml in root.rglob("_*__models.yml"):
         for model in yaml.safe_load(yml.read_text())["models"]:
             declared[model["name"]] = [c["name"] for c in model.get("columns", [])]
-    for name, columns in features.EXPORT_COLUMNS.items():
+    for name, columns in contracts.EXPORT_COLUMNS.items():
         model = warehouse.EXPORT_TABLES[name]
         if model.startswith("ml_"):
             assert declared[model] == list(columns), name
@@ -100,7 +101,7 @@ def test_build_on_the_fixture_passes_every_dbt_test_and_exports_the_contract(pat
     summary = warehouse.build(paths, CONFIG)
     assert summary["models"] >= 15 and summary["tests"] >= 30 and summary["unit_tests"] == 2
     counts = warehouse.export_ml_tables(paths)
-    for name, columns in features.EXPORT_COLUMNS.items():
+    for name, columns in contracts.EXPORT_COLUMNS.items():
         df = pd.read_parquet(paths.export_dir / f"{name}.parquet")
         assert tuple(df.columns) == columns, name
         assert len(df) == counts[name] > 0, name
@@ -112,14 +113,14 @@ def test_build_on_the_fixture_passes_every_dbt_test_and_exports_the_contract(pat
     first_seen = events.groupby("category_idx")["event_ts"].min().sort_index()
     assert first_seen.is_monotonic_increasing  # one load: index = order of first appearance
     seqs = pd.read_parquet(paths.export_dir / "ml_sequences.parquet")
-    assert set(seqs["split"]) == set(features.SPLITS)
+    assert set(seqs["split"]) == set(contracts.SPLITS)
     assert warehouse.query(paths.warehouse, "select count(*) as n from fct_events where user_id = $u",
                            {"u": events["user_id"].iloc[0]})["n"].iloc[0] > 0
 
 
 def _brute_force(events: pd.DataFrame, protocol: pd.Series, seqs: pd.DataFrame, L: int) -> tuple[dict, list]:
     """Sequences and pair features recomputed from the events with plain pandas/numpy, per sample."""
-    weights = events["event_type"].map(features.EVENT_WEIGHTS).to_numpy()
+    weights = events["event_type"].map(contracts.EVENT_WEIGHTS).to_numpy()
     ev = events.assign(w=weights).sort_values(["user_id", "event_ts", "category_idx", "event_type", "item_id"])
     by_user = {u: g.reset_index(drop=True) for u, g in ev.groupby("user_id")}
     horizon = protocol["horizon_hours"] * 3600
@@ -133,7 +134,7 @@ def _brute_force(events: pd.DataFrame, protocol: pd.Series, seqs: pd.DataFrame, 
             window = window.iloc[0:0]
         label = window.groupby("category_idx").size().sort_index()
         expected_seq[(row.user_id, row.cutoff_ts)] = (
-            len(hist), tuple(tail["category_idx"]), tuple(tail["event_type"].map(features.EVENT_TYPE_INDEX)),
+            len(hist), tuple(tail["category_idx"]), tuple(tail["event_type"].map(contracts.EVENT_TYPE_INDEX)),
             tuple((row.cutoff_ts - tail["event_ts"]) / 3600.0), tuple(label.index), tuple(label.to_numpy()),
         )
         pos = np.arange(1, len(hist) + 1)
@@ -153,13 +154,13 @@ def test_ml_tables_are_point_in_time_correct_checked_from_python(paths):
     ingest_file(NEXT_DAY, "generic", paths.warehouse)
     warehouse.build(paths, CONFIG)
     warehouse.export_ml_tables(paths)
-    read = {name: pd.read_parquet(paths.export_dir / f"{name}.parquet") for name in features.EXPORT_COLUMNS}
+    read = {name: pd.read_parquet(paths.export_dir / f"{name}.parquet") for name in contracts.EXPORT_COLUMNS}
     protocol = read["ml_protocol"].iloc[0]
     assert protocol["test_cutoff_ts"] == protocol["max_ts"] - 48 * 3600
     assert protocol["val_cutoff_ts"] == protocol["test_cutoff_ts"] - 48 * 3600
     assert protocol["score_cutoff_ts"] == protocol["max_ts"] + 1
     seqs, pairs, events = read["ml_sequences"], read["ml_pair_features"], read["events"]
-    # the split rules of features.SPLITS
+    # the split rules of contracts.SPLITS
     steps = (protocol["test_cutoff_ts"] - seqs["cutoff_ts"]) / (12 * 3600)
     grid = seqs[seqs["split"] != "score"]
     assert ((protocol["test_cutoff_ts"] - grid["cutoff_ts"]) % (12 * 3600) == 0).all()

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from ml_tasks.features import BASELINE_NAMES, CHAMPION_ALIAS, EXPERIMENT_NAME, REGISTERED_MODEL_NAME
+from ml_tasks.contracts import BASELINE_NAMES, CHAMPION_ALIAS, EXPERIMENT_NAME, REGISTERED_MODEL_NAME
 from tests.e2e.conftest import screenshot
 
 pytestmark = pytest.mark.e2e

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_tasks.baselines import BASELINES, baseline_scores, popularity_counts
-from ml_tasks.metrics import rank_order, tie_break_rank
+from ml_tasks.evaluation.baselines import BASELINES, baseline_scores, popularity_counts
+from ml_tasks.model.ranking import rank_order, tie_break_rank
 
 H = 3600
 T = 100 * H  # cutoff
@@ -108,7 +108,7 @@ REFERENCE = {  # EVALUATION.md, Taobao sample, horizon 2 days, half-life 72 h
 
 
 def test_reference_figures_on_the_taobao_sample(samples):
-    from ml_tasks.evaluation import baseline_metrics, cutoff_context
+    from ml_tasks.evaluation.protocol import baseline_metrics, cutoff_context
 
     raw = pd.read_csv(
         samples / "taobao_userbehavior" / "UserBehavior_sample.csv",

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from ml_tasks.config import ModelConfig
-from ml_tasks.evaluation import cutoff_context, run_evaluation, switch_follow, tune_half_life
-from ml_tasks.features import ABLATION_NAME, BASELINE_NAMES, METRIC_NAMES, MODEL_NAME
-from ml_tasks.model import ModelData, fit
-from ml_tasks.synthetic import SyntheticConfig, generate
+from ml_tasks.contracts import ABLATION_NAME, BASELINE_NAMES, METRIC_NAMES, MODEL_NAME
+from ml_tasks.data.synthetic import SyntheticConfig, generate
+from ml_tasks.evaluation.protocol import cutoff_context, run_evaluation, tune_half_life
+from ml_tasks.experiments.switch_follow import switch_follow
+from ml_tasks.model.dataset import ModelData
+from ml_tasks.model.fit import fit
 
 TINY = ModelConfig(
     embedding_dim=8,
@@ -103,7 +105,7 @@ def test_evaluate_cli_end_to_end_on_a_file(tmp_path):
     import subprocess
     import sys
 
-    from ml_tasks.synthetic import write
+    from ml_tasks.data.synthetic import write
     from tests.conftest import REPO
 
     written = write(SyntheticConfig(n_users=25, n_categories=12, n_items=100, days=8, seed=3), tmp_path / "src")
@@ -149,7 +151,7 @@ def test_evaluate_cli_end_to_end_on_a_file(tmp_path):
     ],
 )
 def test_a_bad_model_setting_is_one_line_and_exit_2(tmp_path, capsys, setting, message):
-    from ml_tasks.__main__ import main
+    from ml_tasks.cli import main
 
     rc = main(["--data-dir", str(tmp_path), "evaluate", "--events", str(tmp_path / "none.csv"),
                "--out", str(tmp_path / "r.json"), "--set", setting])
@@ -162,9 +164,9 @@ def test_model_settings_are_parsed_to_the_fields_types():
     from ml_tasks.config import parse_model_overrides
 
     got = parse_model_overrides(
-        ["copy_head=true", "window_loss_weight=1", "lstm_units=[32, 32]", "clipnorm=null",
+        ["copy_head=true", "window_loss_weight=1", "lstm_units=[32, 32]", "next_positions=null",
          "early_stopping_monitor=val_window_loss", "lstm_features=[\"head\"]"]
     )
-    assert got == {"copy_head": True, "window_loss_weight": 1.0, "lstm_units": (32, 32), "clipnorm": None,
+    assert got == {"copy_head": True, "window_loss_weight": 1.0, "lstm_units": (32, 32), "next_positions": None,
                    "early_stopping_monitor": "val_window_loss", "lstm_features": ("head",)}
     assert isinstance(got["window_loss_weight"], float)

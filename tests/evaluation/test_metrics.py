@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ml_tasks.metrics import (
+from ml_tasks.evaluation.metrics import (
     ndcg_at_k,
     per_user_metrics,
     rank_order,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_tasks import plots
+from ml_tasks.evaluation import plots
 
 
 @pytest.fixture(autouse=True)

@@ -9,18 +9,12 @@ import pandas as pd
 import pytest
 
 from ml_tasks.config import ModelConfig
-from ml_tasks.model import (
-    FittedInterestModel,
-    ModelData,
-    _lstm_training_rows,
-    _predictor_rows,
-    fine_tune,
-    fit,
-    interest_embeddings,
-    score,
-)
-from ml_tasks.sequences import Vocabulary, encode_sequences
-from ml_tasks.synthetic import SyntheticConfig, generate
+from ml_tasks.data.synthetic import SyntheticConfig, generate
+from ml_tasks.model.dataset import ModelData
+from ml_tasks.model.fit import _lstm_training_rows, _predictor_rows, fine_tune, fit
+from ml_tasks.model.persist import FittedInterestModel
+from ml_tasks.model.score import interest_embeddings, score
+from ml_tasks.model.sequences import Vocabulary, encode_sequences
 
 TINY = ModelConfig(
     seed=1,
@@ -48,7 +42,7 @@ def model(data) -> FittedInterestModel:
 
 
 def test_in_memory_exports_follow_the_contract(data):
-    from ml_tasks.features import EXPORT_COLUMNS
+    from ml_tasks.contracts import EXPORT_COLUMNS
 
     assert set(EXPORT_COLUMNS["ml_sequences"]) <= set(data.sequences.columns)
     assert set(EXPORT_COLUMNS["ml_pair_features"]) <= set(data.pair_features.columns)
@@ -116,14 +110,15 @@ def _switch_rows(data: ModelData, model: FittedInterestModel):
             "event_ts": times,
         }
     )
-    from ml_tasks import online
+    from ml_tasks.model.samples import pair_features_at
+    from ml_tasks.serving import online
 
     before_cut, after_cut = int(times[switch_at - 1]) + 1, int(times[-1]) + 1
     out = []
     for cutoff in (before_cut, after_cut):
         cut = pd.Series({"switcher": cutoff})
         rows = online.sequences_at(ev, cut, model.sequence_length)
-        pf = online.pair_features_at(ev, cut, model.horizon_hours)
+        pf = pair_features_at(ev, cut, model.horizon_hours)
         out.append((rows, pf))
     return a, b, out
 
@@ -134,7 +129,7 @@ def _rank_of(ranked: pd.DataFrame, category: int) -> int:
 
 
 def test_a_user_who_switches_interest_sees_the_new_category_rise(data, model):
-    from ml_tasks.predictor import popularity_from_events
+    from ml_tasks.model.predictor import popularity_from_events
 
     a, b, ((rows0, pf0), (rows1, pf1)) = _switch_rows(data, model)
     ranks = []
@@ -199,7 +194,7 @@ def copy_model(data) -> FittedInterestModel:
 
 def _mass_on_the_sequence(model: FittedInterestModel, rows: pd.DataFrame) -> np.ndarray:
     """Per sample: window-head probability of a category in the sequence over that of one not in it."""
-    from ml_tasks import lstm
+    from ml_tasks.model import lstm
 
     arrays = encode_sequences(rows, model.vocab, model.sequence_length, with_labels=False)
     p = np.exp(lstm.window_log_probs(model.keras_model, arrays))

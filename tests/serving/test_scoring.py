@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_tasks import scoring, serving_store
-from ml_tasks.steps import gate
+from ml_tasks.data import serving_store
+from ml_tasks.evaluation.gate import gate
+from ml_tasks.serving import scoring
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small synthetic warehouse and one trained, registered, scored champion (v1)."""
-    from ml_tasks import steps
+    from ml_tasks import pipelines
     from ml_tasks.config import Paths
+    from ml_tasks.steps import data as data_step
 
     root = tmp_path_factory.mktemp("lifecycle")
     mp = pytest.MonkeyPatch()
@@ -29,10 +30,10 @@ def trained(tmp_path_factory):
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     mp.setenv("IEP_HORIZON_HOURS", "24")
     paths = Paths.from_env()
-    steps.generate(paths, users=200, days=8, seed=11)
-    steps.ingest(paths, None)
-    steps.build(paths)
-    result = steps.train_pipeline(paths, overrides={"epochs": 1, "seed": 0})
+    data_step.generate(paths, users=200, days=8, seed=11)
+    data_step.ingest(paths, None)
+    data_step.build(paths)
+    result = pipelines.train(paths, overrides={"epochs": 1, "seed": 0})
     yield paths, result
     mp.undo()
 
@@ -48,32 +49,35 @@ def _count(warehouse, table):
 
 
 def test_first_model_becomes_champion_and_scores_users(trained):
-    from ml_tasks import steps, tracking
+    from ml_tasks import tracking
+    from ml_tasks.steps import status as status_step
 
     paths, result = trained
-    assert result["register"]["promoted"] is True and result["register"]["version"] == 1
+    assert result["register_model"]["promoted"] is True and result["register_model"]["version"] == 1
     assert tracking.alias_version(paths, tracking.CHAMPION) == 1
-    status = steps.status(paths)
+    status = status_step.status(paths)
     assert status["champion_version"] == 1
-    assert status["n_scored_users"] == result["score"]["n_scored_users"] > 0
+    assert status["n_scored_users"] == result["score_users"]["n_scored_users"] > 0
     assert 0 < status["champion_metrics"]["ndcg@10"] <= 1
 
 
 def test_scoring_rerun_adds_no_rows(trained):
-    from ml_tasks import serving_store, steps
+    from ml_tasks.data import serving_store
+    from ml_tasks.steps import score as score_step
 
     paths, _ = trained
     before = [_count(paths.warehouse, t) for t in serving_store.TABLES[:3]]
-    steps.score_users(paths)
+    score_step.score_users(paths)
     assert [_count(paths.warehouse, t) for t in serving_store.TABLES[:3]] == before
 
 
 def test_registration_is_idempotent_per_run(trained):
-    from ml_tasks import steps, tracking
+    from ml_tasks import tracking
+    from ml_tasks.steps import register
 
     paths, result = trained
-    run_dir = __import__("pathlib").Path(result["start"]["run_dir"])
-    again = steps.register_model(paths, run_dir)
+    run_dir = __import__("pathlib").Path(result["start_training"]["run_dir"])
+    again = register.register_model(paths, run_dir)
     assert again["version"] == 1
     versions = tracking.client(paths).search_model_versions("name='user_interest_model'")
     assert len(versions) == 1
@@ -81,11 +85,14 @@ def test_registration_is_idempotent_per_run(trained):
 
 def test_degraded_challenger_is_never_promoted(trained, tmp_path):
     """A model fitted on shuffled labels must lose the gate and only get the challenger alias."""
-    from ml_tasks import model as m
-    from ml_tasks import steps, tracking
+    from ml_tasks import tracking
+    from ml_tasks.model.dataset import ModelData
+    from ml_tasks.model.fit import fit
+    from ml_tasks.steps import evaluate as evaluate_step
+    from ml_tasks.steps import register, train
 
     paths, _ = trained
-    data = m.ModelData.from_dir(paths.export_dir)
+    data = ModelData.from_dir(paths.export_dir)
     rng = np.random.default_rng(0)
     seqs = data.sequences.copy()
     perm = rng.permutation(len(seqs))
@@ -93,12 +100,12 @@ def test_degraded_challenger_is_never_promoted(trained, tmp_path):
         seqs[col] = seqs[col].to_numpy()[perm]
     shuffled = replace(data, sequences=seqs)
     champion_config = tracking.load_fitted_model(paths, 1).config
-    bad = m.fit(shuffled, replace(champion_config, seed=5), final=True, epochs=1)
+    bad = fit(shuffled, replace(champion_config, seed=5), final=True, epochs=1)
     run_dir = tmp_path / "degraded"
-    steps.start_training(paths, run_dir, kind="degraded_test")
+    train.start_training(paths, run_dir, kind="degraded_test")
     bad.save(run_dir / "model")
-    steps.evaluate(paths, run_dir)
-    decision = steps.register_model(paths, run_dir, margin=0.0)
+    evaluate_step.evaluate(paths, run_dir)
+    decision = register.register_model(paths, run_dir, margin=0.0)
     assert decision["promoted"] is False, decision
     assert tracking.alias_version(paths, tracking.CHAMPION) == 1
     assert tracking.alias_version(paths, tracking.CHALLENGER) == decision["version"]
@@ -106,20 +113,21 @@ def test_degraded_challenger_is_never_promoted(trained, tmp_path):
 
 
 def test_rollback_points_champion_at_an_earlier_version(trained):
-    from ml_tasks import steps, tracking
+    from ml_tasks import tracking
+    from ml_tasks.steps import register
 
     paths, _ = trained
     latest = max(int(v.version) for v in tracking.client(paths).search_model_versions("name='user_interest_model'"))
     assert latest >= 2
-    steps.promote(paths, latest, reason="test promotion")
+    register.promote(paths, latest, reason="test promotion")
     assert tracking.alias_version(paths, tracking.CHAMPION) == latest
     assert tracking.alias_version(paths, tracking.CHALLENGER) == 1
-    rolled = steps.promote(paths, 1, reason="rollback")
+    rolled = register.promote(paths, 1, reason="rollback")
     assert rolled["changed"] and rolled["champion_before"] == latest
     assert tracking.alias_version(paths, tracking.CHAMPION) == 1
-    assert steps.promote(paths, 1)["changed"] is False  # idempotent
+    assert register.promote(paths, 1)["changed"] is False  # idempotent
     with pytest.raises(PipelineError, match="does not exist"):
-        steps.promote(paths, 99)
+        register.promote(paths, 99)
 
 
 def test_promote_cli_reports_a_missing_version_in_one_line(trained):

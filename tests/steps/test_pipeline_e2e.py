@@ -38,11 +38,13 @@ def _query(warehouse, sql):
 
 
 def test_dags_run_the_whole_pipeline(airflow_db, pipeline_paths, monkeypatch):
-    from ml_tasks import steps, tracking
+    from ml_tasks import tracking
     from ml_tasks.config import Paths
+    from ml_tasks.steps import data as data_step
+    from ml_tasks.steps import status as status_step
 
     monkeypatch.setenv("IEP_HORIZON_HOURS", "24")
-    generated = steps.generate(pipeline_paths, users=250, days=8, seed=3)
+    generated = data_step.generate(pipeline_paths, users=250, days=8, seed=3)
     assert generated["n_events"] > 5000
     bag = _dagbag()
     paths = Paths.from_env()
@@ -73,7 +75,7 @@ def test_dags_run_the_whole_pipeline(airflow_db, pipeline_paths, monkeypatch):
     assert tracking.alias_version(paths, tracking.CHAMPION) in (1, 2)
     assert {tracking.alias_version(paths, tracking.CHAMPION), tracking.alias_version(paths, tracking.CHALLENGER)} \
         == {1, 2}
-    status = steps.status(paths)
+    status = status_step.status(paths)
     assert status["n_scored_users"] > 0
     assert status["last_gate_decision"]["version"] == 2
     json.dumps(status)

@@ -1,9 +1,4 @@
-"""Everything that talks to MLflow: runs, metrics, plots, models, the registry and its aliases.
-
-The only module of the package that imports ``mlflow`` (inside functions, so importing this module
-is cheap). MLflow 3 conventions: ``log_model(name=...)``, registry aliases (``champion``,
-``challenger``) instead of stages, signatures on every logged model.
-"""
+"""MLflow runs: the store and experiment, parent and nested step runs, params, metrics, plots, datasets."""
 
 from __future__ import annotations
 
@@ -15,12 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_tasks.config import REPO_ROOT, Paths
-from ml_tasks.features import (
-    CHALLENGER_ALIAS,
-    CHAMPION_ALIAS,
-    EXPERIMENT_NAME,
-    REGISTERED_MODEL_NAME,
-)
+from ml_tasks.contracts import EXPERIMENT_NAME
 
 
 def configure(paths: Paths, experiment: str = EXPERIMENT_NAME) -> str:
@@ -86,6 +76,13 @@ def step_run(paths: Paths, parent_run_id: str | None, step: str,
         yield run
 
 
+def active_run_id() -> str:
+    """The id of the run that is active in this process."""
+    import mlflow
+
+    return mlflow.active_run().info.run_id
+
+
 def log_params(params: Mapping[str, Any]) -> None:
     import mlflow
 
@@ -143,7 +140,6 @@ def log_dataset(frame: Any, name: str, source: str, context: str = "training") -
 
 def log_baseline_runs(paths: Paths, parent_run_id: str | None, report: Mapping[str, Any]) -> dict[str, str]:
     """One run per evaluated method with the same metric names, so the UI compares them side by side."""
-    import mlflow
 
     run_ids: dict[str, str] = {}
     protocol = report.get("protocol", {})
@@ -152,124 +148,8 @@ def log_baseline_runs(paths: Paths, parent_run_id: str | None, report: Mapping[s
                                                                   "dataset": str(report.get("dataset"))}):
             log_params({"method": method, **{f"protocol.{k}": v for k, v in protocol.items()}})
             log_metrics(metrics)
-            run_ids[method] = mlflow.active_run().info.run_id
+            run_ids[method] = active_run_id()
     return run_ids
-
-
-# --- registry -----------------------------------------------------------------------------------
-
-
-def log_interest_model(model_dir: Path, signature_example: Any, output_example: Any,
-                       metrics: Mapping[str, float] | None = None, register: bool = True) -> dict[str, Any]:
-    """Log the whole scoring model (LSTM, PCA, predictor, vocabularies) as one pyfunc model.
-
-    Must be called inside an active run. Returns ``{"model_uri", "version"}``; the version is
-    ``None`` when ``register`` is false.
-    """
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from ml_tasks.serving import InterestModelPyfunc
-
-    signature = infer_signature(signature_example, output_example, params={"top_n": 20})
-    info = mlflow.pyfunc.log_model(
-        name="user_interest_model",
-        python_model=InterestModelPyfunc(),
-        artifacts={"model_dir": str(model_dir)},
-        code_paths=[str(Path(__file__).resolve().parent)],
-        signature=signature,
-        input_example=signature_example.head(5),
-        pip_requirements=_model_requirements(),
-        registered_model_name=REGISTERED_MODEL_NAME if register else None,
-        metadata={"metrics": dict(metrics or {})},
-    )
-    version = info.registered_model_version
-    return {"model_uri": info.model_uri, "version": int(version) if version is not None else None}
-
-
-def _model_requirements() -> list[str]:
-    wanted = {"tensorflow-cpu", "keras", "scikit-learn", "pandas", "numpy", "pyarrow", "joblib", "mlflow"}
-    pins = []
-    lock = REPO_ROOT / "requirements.txt"
-    if lock.exists():
-        for line in lock.read_text().splitlines():
-            name = line.split("==")[0].strip().lower().replace("_", "-")
-            if name in wanted:
-                pins.append(line.strip())
-    return pins or sorted(wanted)
-
-
-def client(paths: Paths) -> Any:
-    from mlflow import MlflowClient
-
-    configure(paths)
-    return MlflowClient(tracking_uri=paths.tracking_uri, registry_uri=paths.tracking_uri)
-
-
-def alias_version(paths: Paths, alias: str = CHAMPION_ALIAS) -> int | None:
-    """The model version an alias points at, or ``None``."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return int(client(paths).get_model_version_by_alias(REGISTERED_MODEL_NAME, alias).version)
-    except MlflowException:
-        return None
-
-
-def set_alias(paths: Paths, alias: str, version: int) -> None:
-    client(paths).set_registered_model_alias(REGISTERED_MODEL_NAME, alias, str(version))
-
-
-def delete_alias(paths: Paths, alias: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client(paths).delete_registered_model_alias(REGISTERED_MODEL_NAME, alias)
-    except MlflowException:
-        pass
-
-
-def set_version_tags(paths: Paths, version: int, tags: Mapping[str, Any]) -> None:
-    c = client(paths)
-    for key, value in tags.items():
-        c.set_model_version_tag(REGISTERED_MODEL_NAME, str(version), key,
-                                value if isinstance(value, str) else json.dumps(value))
-
-
-def version_info(paths: Paths, version: int) -> dict[str, Any]:
-    """Tags, source run and that run's metrics of a registered version."""
-    c = client(paths)
-    mv = c.get_model_version(REGISTERED_MODEL_NAME, str(version))
-    metrics = c.get_run(mv.run_id).data.metrics if mv.run_id else {}
-    return {"version": int(mv.version), "run_id": mv.run_id, "tags": dict(mv.tags),
-            "aliases": list(getattr(mv, "aliases", []) or []), "metrics": dict(metrics),
-            "source": mv.source, "created_ms": mv.creation_timestamp}
-
-
-def model_uri(version: int | None = None, alias: str | None = CHAMPION_ALIAS) -> str:
-    if version is not None:
-        return f"models:/{REGISTERED_MODEL_NAME}/{version}"
-    return f"models:/{REGISTERED_MODEL_NAME}@{alias}"
-
-
-def load_fitted_model(paths: Paths, version: int) -> Any:
-    """The ``ml_tasks.model.FittedInterestModel`` inside a registered version (through pyfunc)."""
-    import mlflow
-
-    configure(paths)
-    return mlflow.pyfunc.load_model(model_uri(version)).unwrap_python_model().model
-
-
-def latest_runs(paths: Paths, filter_string: str = "", max_results: int = 20) -> Any:
-    import mlflow
-
-    configure(paths)
-    return mlflow.search_runs(filter_string=filter_string, max_results=max_results,
-                              order_by=["start_time DESC"])
-
-
-CHAMPION = CHAMPION_ALIAS
-CHALLENGER = CHALLENGER_ALIAS
 
 
 # --- helpers ------------------------------------------------------------------------------------

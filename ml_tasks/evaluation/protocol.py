@@ -1,4 +1,4 @@
-"""The evaluation protocol of ``shared/docs/EVALUATION.md``: model, ablation and baselines, same users.
+"""The evaluation protocol (EVALUATION.md): model, ablation and baselines, same users.
 
 Pure: frames and config in, a JSON-safe report dict out; no mlflow/duckdb/airflow.
 
@@ -13,9 +13,6 @@ Pure: frames and config in, a JSON-safe report dict out; no mlflow/duckdb/airflo
    epochs), scored at ``T_test``. ``lstm_pca_predictor`` and ``predictor_without_lstm`` report the
    mean over seeds and ``*_std``.
 
-``switch_follow(model, data, truth)``: on synthetic data, how fast each model's top-1 category follows
-a planted interest switch (events after the switch), and NDCG@10 after it.
-
 Public API::
 
     CutoffContext / cutoff_context(events, cutoff_ts, horizon_hours)
@@ -23,7 +20,6 @@ Public API::
     tune_half_life(data, grid) -> (best_half_life, {half_life: ndcg@10 at T_val})
     model_score_matrix(model, data, ctx, use_lstm=True) -> ndarray[n_users, n_candidates]
     run_evaluation(data, config, seeds=(0, 1, 2), dataset="dataset", progress=None) -> report
-    switch_follow(model, data, truth, max_events=20) -> dict
 """
 
 from __future__ import annotations
@@ -36,10 +32,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml_tasks import baselines
 from ml_tasks.config import ModelConfig
-from ml_tasks.features import ABLATION_NAME, BASELINE_NAMES, EVENT_WEIGHTS, METRIC_NAMES, MODEL_NAME
-from ml_tasks.metrics import per_user_metrics, ranking_metrics, tie_break_rank
+from ml_tasks.contracts import ABLATION_NAME, BASELINE_NAMES, EVENT_WEIGHTS, METRIC_NAMES, MODEL_NAME
+from ml_tasks.evaluation import baselines
+from ml_tasks.evaluation.metrics import ranking_metrics
+from ml_tasks.model.fit import select_and_fit
+from ml_tasks.model.predictor import popularity_from_events, score_matrix
+from ml_tasks.model.ranking import tie_break_rank
+from ml_tasks.model.score import score_pairs
 
 
 @dataclass
@@ -85,7 +85,7 @@ def cutoff_context(events: pd.DataFrame, cutoff_ts: int, horizon_hours: float) -
     )
 
 
-def _events(data: Any) -> pd.DataFrame:
+def events_frame(data: Any) -> pd.DataFrame:
     ev = data.events
     if ev["user_id"].dtype != object:
         ev = ev.assign(user_id=ev["user_id"].astype(str))
@@ -95,7 +95,7 @@ def _events(data: Any) -> pd.DataFrame:
 def baseline_metrics(
     data: Any, ctx: CutoffContext, half_life_hours: float, weights: Mapping[str, float] = EVENT_WEIGHTS
 ) -> dict[str, dict[str, float]]:
-    ev = _events(data)
+    ev = events_frame(data)
     out = {}
     for name in BASELINE_NAMES:
         scores = baselines.baseline_scores(
@@ -109,7 +109,7 @@ def tune_half_life(
     data: Any, grid: Sequence[float], weights: Mapping[str, float] = EVENT_WEIGHTS
 ) -> tuple[float, dict[float, float]]:
     """The ``recency_decay`` half-life with the best NDCG@10 at the validation cutoff."""
-    ev = _events(data)
+    ev = events_frame(data)
     ctx = cutoff_context(ev, data.val_cutoff_ts, data.horizon_hours)
     results = {}
     for hl in grid:
@@ -134,9 +134,6 @@ def _rows_for(data: Any, ctx: CutoffContext) -> pd.DataFrame:
 
 def model_score_matrix(model: Any, data: Any, ctx: CutoffContext, use_lstm: bool = True) -> np.ndarray:
     """The fitted model's (or its ablation's) scores for ``ctx``'s users over ``ctx.candidates``."""
-    from ml_tasks.model import score_pairs
-    from ml_tasks.predictor import popularity_from_events, score_matrix
-
     rows = _rows_for(data, ctx)
     pf = data.pair_features
     pf = pf[pf["cutoff_ts"] == ctx.cutoff_ts]
@@ -166,11 +163,9 @@ def run_evaluation(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The report of EVALUATION.md "Report format" (plus details: validation metrics, timings)."""
-    from ml_tasks.model import select_and_fit
-
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
-    ev = _events(data)
+    ev = events_frame(data)
     test_ctx = cutoff_context(ev, data.test_cutoff_ts, data.horizon_hours)
     val_ctx = cutoff_context(ev, data.val_cutoff_ts, data.horizon_hours)
     best_hl, hl_curve = tune_half_life(data, config.half_life_grid)
@@ -250,7 +245,7 @@ def baseline_metrics_one(
 ) -> dict[str, float]:
     s = baselines.baseline_scores(
         name,
-        _events(data),
+        events_frame(data),
         ctx.cutoff_ts,
         ctx.users,
         ctx.candidates,
@@ -261,142 +256,12 @@ def baseline_metrics_one(
     return ctx.metrics(s)
 
 
-def _top1(pairs: pd.DataFrame, score: np.ndarray, pop: pd.DataFrame, cutoffs: np.ndarray) -> np.ndarray:
-    """Top-1 category per row (score, then popularity, then category index)."""
-    df = pairs[["row", "category_idx"]].copy()
-    df["score"] = score
-    df["cutoff_ts"] = cutoffs[df["row"].to_numpy()]
-    df = df.merge(
-        pop[["cutoff_ts", "category_idx", "pop_horizon"]], on=["cutoff_ts", "category_idx"], how="left"
-    )
-    df["pop_horizon"] = df["pop_horizon"].fillna(0)
-    df = df.sort_values(["row", "score", "pop_horizon", "category_idx"], ascending=[True, False, False, True])
-    first = df.drop_duplicates("row")
-    out = np.zeros(len(cutoffs), dtype=np.int64)
-    out[first["row"].to_numpy()] = first["category_idx"].to_numpy()
-    return out
-
-
-def switch_follow(
-    model: Any, data: Any, truth: pd.DataFrame, max_events: int = 20, since_ts: int | None = None
-) -> dict[str, Any]:
-    """How fast each model's top-1 category follows a planted interest switch (synthetic data).
-
-    For every ``switch`` user of ``truth`` (``ml_tasks.synthetic`` truth frame) whose switch happens
-    at or after ``since_ts`` (default: the LSTM's training limit, so the switch is out of sample),
-    the models rank at ``k = 0..max_events`` events after the switch (a cutoff just after the k-th
-    event, inputs built in memory with :mod:`ml_tasks.online`, the warehouse's definitions). A model
-    *follows* at ``k`` when its top-1 is the new interest's top category; ``events_to_follow`` is the
-    first such ``k`` (``max_events + 1`` when it never does). Also NDCG@10 at the test cutoff over all
-    switch users evaluated there (every switch precedes it).
-    """
-    from ml_tasks import online
-    from ml_tasks.model import score_pairs
-    from ml_tasks.predictor import popularity_from_events
-
-    cat_idx = dict(
-        zip(data.categories["category_id"].astype(str), data.categories["category_idx"], strict=True)
-    )
-    sw = truth[truth["profile"] == "switch"].copy()
-    sw["user_id"] = sw["user_id"].astype(str)
-    sw = sw.groupby("user_id", sort=True)[["switch_ts", "new_top_category_id"]].first()
-    sw["new_top"] = sw["new_top_category_id"].astype(str).map(cat_idx)
-    since = (
-        int(model.info.get("lstm_limit_ts", model.trained_until_ts)) if since_ts is None else int(since_ts)
-    )
-    followed_from = sw[(sw["switch_ts"] >= since) & sw["new_top"].notna()]
-    ev = _events(data)
-    ev = ev[ev["user_id"].isin(followed_from.index)].sort_values(["user_id", "event_ts"], kind="stable")
-    methods = [MODEL_NAME, ABLATION_NAME, "user_frequency", "recency_decay", "last_category"]
-    follows: dict[str, list[np.ndarray]] = {m: [] for m in methods}
-    users_k: list[np.ndarray] = []
-    for k in range(max_events + 1):
-        cut = {}
-        for user, group in ev.groupby("user_id", sort=True):
-            switch_ts = int(followed_from.at[user, "switch_ts"])
-            after = group["event_ts"].to_numpy()
-            after = after[after >= switch_ts]
-            if k == 0:
-                cut[user] = switch_ts
-            elif len(after) >= k:
-                cut[user] = int(after[k - 1]) + 1
-        if not cut:
-            break
-        cutoffs = pd.Series(cut)
-        sub = ev[ev["user_id"].isin(cutoffs.index)]
-        rows = online.sequences_at(sub, cutoffs, model.sequence_length)
-        rows = rows[rows["n_history_events"] > 0].reset_index(drop=True)
-        pf = online.pair_features_at(sub, cutoffs, model.horizon_hours)
-        pop = popularity_from_events(data.events, rows["cutoff_ts"].unique(), model.horizon_hours)
-        row_cut = rows["cutoff_ts"].to_numpy(dtype=np.int64)
-        new_top = followed_from.loc[rows["user_id"], "new_top"].to_numpy(dtype=np.int64)
-        users_k.append(rows["user_id"].to_numpy())
-        for name, use_lstm in ((MODEL_NAME, True), (ABLATION_NAME, False)):
-            pairs, score = score_pairs(model, rows, pf, popularity=pop, use_lstm=use_lstm)
-            follows[name].append(_top1(pairs, score, pop, row_cut) == new_top)
-        keyed = pf.merge(rows[["user_id", "cutoff_ts"]].reset_index(names="row"), on=["user_id", "cutoff_ts"])
-        for name, col, sign in (
-            ("user_frequency", "n_events", 1.0),
-            ("recency_decay", "decay_72h", 1.0),
-            ("last_category", "events_since_last", -1.0),
-        ):
-            follows[name].append(
-                _top1(keyed[["row", "category_idx"]], sign * keyed[col].to_numpy(dtype=float), pop, row_cut)
-                == new_top
-            )
-    users = list(followed_from.index)
-    result: dict[str, Any] = {
-        "n_switch_users": int(len(sw)),
-        "n_users_followed": len(users),
-        "since_ts": since,
-        "max_events": max_events,
-        "events_to_follow": {},
-        "share_following_by_event": {},
-    }
-    for name in methods:
-        first = {u: max_events + 1 for u in users}
-        share = []
-        for k, (who, ok) in enumerate(zip(users_k, follows[name], strict=True)):
-            share.append(float(ok.mean()) if len(ok) else float("nan"))
-            for u, hit in zip(who, ok, strict=True):
-                if hit and first[u] > k:
-                    first[u] = k
-        vals = np.array(list(first.values()), dtype=float)
-        result["events_to_follow"][name] = {
-            "median": float(np.median(vals)) if len(vals) else float("nan"),
-            "mean": float(vals.mean()) if len(vals) else float("nan"),
-            "share_within_max": float((vals <= max_events).mean()) if len(vals) else float("nan"),
-        }
-        result["share_following_by_event"][name] = share
-    # NDCG@10 at the test cutoff for every evaluated switch user
-    ctx = cutoff_context(_events(data), data.test_cutoff_ts, data.horizon_hours)
-    keep = np.isin(np.asarray(ctx.users), sw.index.to_numpy())
-    ndcg: dict[str, float] = {}
-    if keep.any():
-        rel = [r for r, k in zip(ctx.relevant, keep, strict=True) if k]
-        hist = [h for h, k in zip(ctx.history, keep, strict=True) if k]
-        for name, use_lstm in ((MODEL_NAME, True), (ABLATION_NAME, False)):
-            mat = model_score_matrix(model, data, ctx, use_lstm)[keep]
-            ndcg[name] = ranking_metrics(mat, ctx.candidates, rel, ctx.tie_break, hist)["ndcg@10"]
-        all_events = _events(data)
-        for name in ("user_frequency", "recency_decay", "last_category"):
-            mat = baselines.baseline_scores(
-                name, all_events, ctx.cutoff_ts, ctx.users, ctx.candidates, ctx.horizon_hours
-            )[keep]
-            ndcg[name] = ranking_metrics(mat, ctx.candidates, rel, ctx.tie_break, hist)["ndcg@10"]
-    result["ndcg@10_after_switch"] = ndcg
-    result["n_users_ndcg"] = int(keep.sum())
-    return result
-
-
 __all__ = [
     "CutoffContext",
     "baseline_metrics",
     "baseline_metrics_one",
     "cutoff_context",
     "model_score_matrix",
-    "per_user_metrics",
     "run_evaluation",
-    "switch_follow",
     "tune_half_life",
 ]

@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from ml_tasks.data import warehouse as warehouse_db
+
 DDL = (
     "create schema if not exists serving",
     """create table if not exists serving.user_interest_scores (
@@ -42,9 +44,14 @@ TABLES = ("user_interest_scores", "user_interest_trajectory", "user_interest_shi
 def write_scoring(warehouse: Path, scored_at: int, model_version: int, scores: pd.DataFrame,
                   trajectory: pd.DataFrame, shifts: pd.DataFrame, written_at: int) -> dict[str, int]:
     """Replace the (model_version, scored_at) slice of every serving table in one transaction."""
-    import duckdb
+    with warehouse_db.connection(warehouse, read_only=False) as con:
+        _write(con, scored_at, model_version, scores, trajectory, shifts, written_at)
+    return {"n_scored_users": int(scores["user_id"].nunique()), "n_scores": int(len(scores)),
+            "n_trajectory_rows": int(len(trajectory)), "n_shifts": int(len(shifts))}
 
-    con = duckdb.connect(str(warehouse))
+
+def _write(con: Any, scored_at: int, model_version: int, scores: pd.DataFrame, trajectory: pd.DataFrame,
+           shifts: pd.DataFrame, written_at: int) -> None:
     try:
         con.execute("begin transaction")
         for stmt in DDL:
@@ -74,29 +81,23 @@ def write_scoring(warehouse: Path, scored_at: int, model_version: int, scores: p
     except BaseException:
         con.execute("rollback")
         raise
-    finally:
-        con.close()
-    return {"n_scored_users": n_users, "n_scores": int(len(scores)), "n_trajectory_rows": int(len(trajectory)),
-            "n_shifts": int(len(shifts))}
+
+
+def _has_scoring_runs(con: Any) -> bool:
+    return bool(con.execute("select count(*) from information_schema.tables "
+                            "where table_schema = 'serving' and table_name = 'scoring_runs'").fetchone()[0])
 
 
 def read_status(warehouse: Path) -> dict[str, Any]:
     """The latest scoring run (read-only; empty when nothing was scored yet)."""
-    import duckdb
-
     if not warehouse.exists():
         return {}
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        has = con.execute("select count(*) from information_schema.tables "
-                          "where table_schema = 'serving' and table_name = 'scoring_runs'").fetchone()[0]
-        if not has:
+    with warehouse_db.read_only_connection(warehouse) as con:
+        if not _has_scoring_runs(con):
             return {}
         row = con.execute("""select epoch(scored_at)::bigint, model_version, n_users, n_scores, n_shifts,
                                     epoch(written_at)::bigint
                              from serving.scoring_runs order by written_at desc limit 1""").fetchone()
-    finally:
-        con.close()
     if row is None:
         return {}
     keys = ("scored_at", "model_version", "n_scored_users", "n_scores", "n_shifts", "written_at")
@@ -105,18 +106,11 @@ def read_status(warehouse: Path) -> dict[str, Any]:
 
 def previous_scoring(warehouse: Path, before_ts: int) -> int | None:
     """``scored_at`` (epoch seconds) of the latest scoring strictly before ``before_ts``."""
-    import duckdb
-
     if not warehouse.exists():
         return None
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        has = con.execute("select count(*) from information_schema.tables "
-                          "where table_schema = 'serving' and table_name = 'scoring_runs'").fetchone()[0]
-        if not has:
+    with warehouse_db.read_only_connection(warehouse) as con:
+        if not _has_scoring_runs(con):
             return None
         row = con.execute("select max(epoch(scored_at))::bigint from serving.scoring_runs "
                           "where epoch(scored_at) < ?", [before_ts]).fetchone()
-    finally:
-        con.close()
     return None if row is None or row[0] is None else int(row[0])

@@ -3,7 +3,7 @@
 This is the only module that imports keras/tensorflow at module level; :mod:`ml_tasks.model`
 imports it lazily, so ``import ml_tasks.model`` stays cheap.
 
-Architecture (inputs from :mod:`ml_tasks.sequences`)::
+Architecture (inputs from :mod:`ml_tasks.model.sequences`)::
 
     cat  -> TiedEmbedding E (V + 2, embedding_dim; masks 0) --+
     etype -> Embedding(7, 4) ---------------------------------+-> concat -> Dropout
@@ -48,8 +48,8 @@ import numpy as np
 from keras import layers, ops
 
 from ml_tasks.config import ModelConfig
-from ml_tasks.features import EVENT_TYPE_INDEX
-from ml_tasks.sequences import SequenceArrays, make_dataset
+from ml_tasks.contracts import EVENT_TYPE_INDEX
+from ml_tasks.model.sequences import SequenceArrays, make_dataset
 
 STATE_LAYER = "interest_lstm"
 
@@ -210,7 +210,7 @@ class _CopyMixture(layers.Layer):
 
 
 def build_model(n_outputs: int, config: ModelConfig, sequence_length: int) -> keras.Model:
-    """The two-headed sequence model; ``sequence_length`` is fixed so the LSTMs can be unrolled."""
+    """The two-headed sequence model over sequences of ``sequence_length`` events."""
     cat = keras.Input((sequence_length,), dtype="int32", name="cat")
     etype = keras.Input((sequence_length,), dtype="int32", name="etype")
     gaps = keras.Input((sequence_length, 2), dtype="float32", name="gaps")
@@ -225,7 +225,7 @@ def build_model(n_outputs: int, config: ModelConfig, sequence_length: int) -> ke
     for i, units in enumerate(config.lstm_units):
         last = i == len(config.lstm_units) - 1
         x = layers.LSTM(
-            units, return_sequences=True, unroll=config.unroll, name=STATE_LAYER if last else f"lstm_{i + 1}"
+            units, return_sequences=True, name=STATE_LAYER if last else f"lstm_{i + 1}"
         )(x, mask=mask)
     state = _LastStep(name="last_state")(x)
     k = min(config.next_positions or sequence_length, sequence_length)
@@ -269,7 +269,7 @@ def next_positions(model: keras.Model) -> int:
 
 def compile_model(model: keras.Model, config: ModelConfig, learning_rate: float | None = None) -> None:
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate or config.learning_rate, clipnorm=config.clipnorm),
+        optimizer=keras.optimizers.Adam(learning_rate or config.learning_rate),
         loss={"next": masked_next_loss, "window": window_distribution_loss},
         loss_weights={"next": config.next_loss_weight, "window": config.window_loss_weight},
     )

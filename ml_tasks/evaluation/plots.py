@@ -62,7 +62,7 @@ def model_vs_baselines(report: Mapping[str, Any], metric: str = "ndcg@10"):
 def trajectories(embeddings, users: Sequence[str] | None = None, n_users: int = 6):
     """2-D paths of a few users' interest vectors (first two principal components) over cutoffs.
 
-    ``embeddings``: ``user_id, cutoff_ts, pc_1, pc_2, ...`` (``ml_tasks.model.interest_embeddings``).
+    ``embeddings``: ``user_id, cutoff_ts, pc_1, pc_2, ...`` (``ml_tasks.model.score.interest_embeddings``).
     Without ``users``, picks those whose vector travelled furthest.
     """
     frame = embeddings.sort_values(["user_id", "cutoff_ts"]).copy()
@@ -99,7 +99,7 @@ def metrics_over_days(per_day: Sequence[Mapping[str, Any]], methods: Sequence[st
 
 def switch_follow(result: Mapping[str, Any]):
     """Share of planted-switch users whose top-1 category is the new interest, k events after the switch
-    (``ml_tasks.evaluation.switch_follow``), one line per method."""
+    (``ml_tasks.experiments.switch_follow``), one line per method."""
     fig, ax = _figure()
     for name, share in result.get("share_following_by_event", {}).items():
         median = result.get("events_to_follow", {}).get(name, {}).get("median")

@@ -4,9 +4,9 @@ Pure numpy; no side effects at import.
 
 A model's output for one cutoff is a score matrix ``scores[n_users, n_candidates]`` over the
 candidate categories (every category seen before the cutoff). Rankings sort by score (descending),
-then by a global tie-break order (``tie_break_rank``: 0 = first; built by :func:`tie_break_rank`
-from global popularity, then category index), so every model ranks deterministically and a model
-that cannot score a category falls back to popularity order.
+then by a global tie-break order (``tie_break_rank``: 0 = first; built by
+:func:`ml_tasks.model.ranking.tie_break_rank` from global popularity, then category index), so every
+model ranks deterministically and a model that cannot score a category falls back to popularity order.
 
 Relevance is binary: ``relevant[u]`` holds the distinct categories the user touched in the label
 window, *including* categories that are not candidates (never seen before the cutoff): they cannot
@@ -14,8 +14,6 @@ be ranked but they count in ``|R(u)|``.
 
 Public API::
 
-    tie_break_rank(candidates, popularity) -> ndarray[int]
-    rank_order(scores, tie_break) -> ndarray[int]            # candidate positions, best first
     per_user_metrics(scores, candidates, relevant, tie_break, k=10) -> dict[str, ndarray]
     ranking_metrics(scores, candidates, relevant, tie_break, history=None, k=10) -> dict[str, float]
     ndcg_at_k(ranked, relevant, k=10) / recall_at_k(...) / reciprocal_rank(...)   # one user, lists
@@ -26,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from ml_tasks.model.ranking import rank_order
 
 K = 10
 
@@ -57,24 +57,6 @@ def reciprocal_rank(ranked: Sequence[int], relevant: Sequence[int] | set[int]) -
 
 
 # --- matrices ------------------------------------------------------------------------------------
-def tie_break_rank(candidates: np.ndarray, popularity: np.ndarray) -> np.ndarray:
-    """Position of each candidate in the global tie-break order: popularity desc, then category asc."""
-    candidates = np.asarray(candidates)
-    order = np.lexsort((candidates, -np.asarray(popularity, dtype=float)))
-    rank = np.empty(len(candidates), dtype=np.int64)
-    rank[order] = np.arange(len(candidates))
-    return rank
-
-
-def rank_order(scores: np.ndarray, tie_break: np.ndarray) -> np.ndarray:
-    """Candidate positions per user, best first: score descending, then ``tie_break`` ascending."""
-    scores = np.atleast_2d(np.asarray(scores, dtype=float))
-    tb = np.broadcast_to(np.asarray(tie_break), scores.shape)
-    # NaN scores rank last
-    key = np.where(np.isnan(scores), np.inf, -scores)
-    return np.lexsort((tb, key), axis=-1)
-
-
 def _relevance_matrix(
     candidates: np.ndarray, relevant: Sequence[np.ndarray | Sequence[int]]
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ Pure pandas/numpy; no side effects at import. Every baseline reads only the ``ev
 (``user_id``, ``category_idx``, ``event_type``, ``event_ts``) strictly before the cutoff ``T`` and
 returns a score matrix ``[n_users, n_candidates]`` aligned with ``users`` and ``candidates``.
 Scores are ``> 0`` for categories the baseline can score and ``0`` otherwise; the rankings of
-:mod:`ml_tasks.metrics` break ties by global popularity, then category index, so unscored
+:mod:`ml_tasks.evaluation.metrics` break ties by global popularity, then category index, so unscored
 categories fall back to popularity order, as the protocol requires.
 
 =================  ==========================================================================
@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ml_tasks.features import BASELINE_NAMES, EVENT_WEIGHTS
+from ml_tasks.contracts import BASELINE_NAMES, EVENT_WEIGHTS
 
 
 def events_before(events: pd.DataFrame, cutoff_ts: int) -> pd.DataFrame:

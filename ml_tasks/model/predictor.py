@@ -74,7 +74,6 @@ NEXT_FEATURES: tuple[str, ...] = (
 )
 LSTM_FEATURES: tuple[str, ...] = WINDOW_FEATURES + NEXT_FEATURES
 INTERACTION_BASE: tuple[str, ...] = ("log_decay_24h", "log_hours_since_last", "is_last_category", "in_history")
-PCA_INTERACTION_BASE: tuple[str, ...] = ("log_decay_24h", "log_decay_168h", "in_history", "log_pop_horizon")
 _NEVER_HOURS = 24.0 * 365
 
 
@@ -86,7 +85,7 @@ class LstmBlock:
     log_probs: np.ndarray
     z: np.ndarray
     category_dirs: np.ndarray
-    vocab: Any  # ml_tasks.sequences.Vocabulary
+    vocab: Any  # ml_tasks.model.sequences.Vocabulary
     parts: tuple[str, ...] = ("head", "pca")  # which LSTM feature groups the predictor sees
     next_log_probs: np.ndarray | None = None  # [n, V + 2] next-event head at the last position
 
@@ -106,8 +105,6 @@ class LstmBlock:
             for group in ("window", "next"):
                 if self.wants(group):
                     names += [f"lstm_{group}_x_{b}" for b in INTERACTION_BASE]
-        if "pca_interactions" in self.parts:
-            names += [f"pc_{j + 1}_x_{b}" for b in PCA_INTERACTION_BASE for j in range(self.n_components)]
         return names
 
 
@@ -271,10 +268,6 @@ def feature_matrix(
                     v = _neutral_oov(lp if group == "window" else lstm.next_log_probs[r, m], r, in_vocab)
                     v = _row_standardise(v, r)
                     blocks.append(base * v[:, None])
-        if "pca_interactions" in lstm.parts:
-            # the user's interest state (PCA) re-weights recency and popularity per user
-            for b in PCA_INTERACTION_BASE:
-                blocks.append(lstm.z[r] * feats[b][:, None])
         names += lstm.feature_names()
     return np.hstack(blocks).astype(np.float64), names
 
@@ -344,36 +337,27 @@ def pair_labels(pairs: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
     return out["label"].fillna(False).to_numpy(dtype=bool)
 
 
-def make_estimator(name: str, c: float = 1.0, seed: int = 0) -> Any:
-    """``logistic`` (standardised features, L2, ``C=c``) or ``hist_gradient_boosting``."""
+def make_estimator(c: float = 1.0, seed: int = 0) -> Any:
+    """A logistic regression on standardised features (L2, ``C=c``)."""
+    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if name == "logistic":
-        from sklearn.linear_model import LogisticRegression
-
-        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
-    if name == "hist_gradient_boosting":
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        return HistGradientBoostingClassifier(
-            max_iter=200, learning_rate=0.05, max_leaf_nodes=31, l2_regularization=1.0, random_state=seed
-        )
-    raise ValueError(f"unknown predictor {name!r}; expected 'logistic' or 'hist_gradient_boosting'")
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
 
 
 class InterestPredictor:
     """A fitted estimator plus the feature names it expects."""
 
-    def __init__(self, name: str = "logistic", c: float = 1.0, seed: int = 0) -> None:
-        self.name, self.c, self.seed = name, c, seed
+    def __init__(self, c: float = 1.0, seed: int = 0) -> None:
+        self.c, self.seed = c, seed
         self.estimator: Any = None
         self.feature_names: list[str] = []
 
     def fit(self, x: np.ndarray, y: np.ndarray, feature_names: list[str]) -> InterestPredictor:
         if y.all() or not y.any():
             raise ValueError("the predictor needs positive and negative pairs")
-        self.estimator = make_estimator(self.name, self.c, self.seed).fit(x, y.astype(int))
+        self.estimator = make_estimator(self.c, self.seed).fit(x, y.astype(int))
         self.feature_names = list(feature_names)
         return self
 
@@ -382,7 +366,7 @@ class InterestPredictor:
         return self.estimator.predict_proba(x)[:, 1]
 
     def coefficients(self) -> dict[str, float]:
-        """Standardised logistic coefficients by feature (empty for other estimators)."""
+        """Standardised logistic coefficients by feature."""
         est = getattr(self.estimator, "steps", [(None, None)])[-1][1]
         coef = getattr(est, "coef_", None)
         if coef is None:

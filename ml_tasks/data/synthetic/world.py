@@ -1,134 +1,43 @@
-"""Synthetic behaviour logs with planted interest evolution, and the ground truth behind them.
-
-This is the product's default data set and its evaluation testbed. ``generate`` returns canonical
-events (``user_id, item_id, category_id, event_type, event_ts``) and a truth frame that says, per user
-and day, what the user's latent interest was, so later work can measure how fast a model follows a
-change. ``write`` lands them as files in the loader's ``generic`` format. Pure numpy/pandas; importing
-the module does nothing.
-
-What is planted, and why each part is there:
-
-- **Latent interests.** Every user has an *old* and a *new* set of ``_K`` categories with weights.
-  ``stable`` users keep the old set; ``drift`` users move linearly from the old to the new set between
-  two per-user times; ``switch`` users jump to the new set at ``switch_ts``, drawn uniformly in 40-80 %
-  of the period so the change is visible well before the last days. Old and new sets are disjoint,
-  and the new set is drawn through the category graph from the old one ("interests that lead to
-  other interests"), its top category most often a direct successor of the old top.
-- **Sequential structure.** A sparse transition graph gives each category 2-3 successor categories.
-  Events come in sessions; after a session's first browse step, each step follows a graph edge from
-  the previous step's category with probability ``_P_FOLLOW`` and otherwise draws afresh from the
-  latent interest at that moment (plus a little popularity-driven exploration). Frequency and recency
-  cannot see this; a sequence model can.
-- **Event types.** Every browse step is a ``view``; a ``search`` for the same item sometimes precedes
-  it, ``fav`` and ``cart`` sometimes follow it (per-user propensity), a ``buy`` follows some carts
-  and a ``review`` some buys, hours later. Mix: view ~85 %, cart ~5 %, search ~4 %, fav ~4 %, buy ~2 %,
-  review ~0.5 %.
-- **Popularity and activity.** Zipf-like popularity across categories and across the items of a
-  category (each item has exactly one category). Users' activity is log-normal (heavy-tailed);
-  sessions start on a daily rhythm (UTC, shifted per user) with browse steps minutes apart.
-
-The truth frame has one row per (user, day); days are 24-hour windows from ``start`` (UTC calendar
-days for a midnight start). ``top_category_id``/``top_share`` describe the latent interest averaged
-over that day (the old/new mixture, not the graph-following or exploration draws).
-
-Everything is vectorised: the only Python loop walks session positions (tens of steps), so 10M events
-take seconds, not minutes, and the same config always gives identical frames.
-"""
+"""The planted world: catalogue and transition graph, users and their interests, events and truth."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ml_tasks.features import CANONICAL_COLUMNS, EVENT_TYPES
-
-PROFILES: tuple[str, ...] = ("stable", "drift", "switch")
-EVENTS_STEM = "events"
-TRUTH_FILE = "truth.parquet"
-TRUTH_COLUMNS: tuple[str, ...] = (
-    "user_id",
-    "day",
-    "profile",
-    "top_category_id",
-    "top_share",
-    "switch_ts",
-    "old_top_category_id",
-    "new_top_category_id",
+from ml_tasks.contracts import CANONICAL_COLUMNS, EVENT_TYPES
+from ml_tasks.data.synthetic.config import (
+    ACTIVITY_CAP,
+    ACTIVITY_SIGMA,
+    CATEGORY_ZIPF,
+    DAY_S,
+    EVENTS_PER_STEP,
+    HOURLY,
+    INTEREST_POP_POWER,
+    ITEM_ZIPF,
+    MAX_STEPS,
+    MAX_SUCCESSORS,
+    MEAN_STEPS,
+    P_BUY_GIVEN_CART,
+    P_CART,
+    P_EXPLORE,
+    P_FAV,
+    P_FOLLOW,
+    P_REVIEW_GIVEN_BUY,
+    P_SEARCH,
+    PROFILES,
+    STEP_GAP_MEAN_S,
+    STEP_GAP_MIN_S,
+    TOP_BOOST,
+    TRUTH_COLUMNS,
+    TWO_HOP_WEIGHT,
+    TYPE,
+    TZ_SHIFT_SD_S,
+    K,
+    SyntheticConfig,
 )
-
-_DAY_S = 86_400
-_K = 4  # categories in each latent interest set
-_CATEGORY_ZIPF = 1.0
-_ITEM_ZIPF = 1.1
-_INTEREST_POP_POWER = 0.8  # how strongly popularity shapes a user's old interests
-_MAX_SUCCESSORS = 3
-_TOP_BOOST = 3.0  # extra pull of the old top category's successors on the new interest set
-_TWO_HOP_WEIGHT = 0.25
-_P_FOLLOW = 0.45  # a browse step after the first follows a graph edge from the previous one
-_P_EXPLORE = 0.05  # a fresh draw comes from global popularity instead of the latent interest
-_ACTIVITY_SIGMA = 1.0
-_ACTIVITY_CAP = 30.0
-_MEAN_STEPS = 5.0  # browse steps (views) per session, geometric
-_MAX_STEPS = 200
-_STEP_GAP_MIN_S = 10.0
-_STEP_GAP_MEAN_S = 100.0
-_TZ_SHIFT_SD_S = 2.5 * 3600
-_P_SEARCH = 0.047
-_P_FAV = 0.047
-_P_CART = 0.059
-_P_BUY_GIVEN_CART = 0.4
-_P_REVIEW_GIVEN_BUY = 0.25
-_EVENTS_PER_STEP = 1 + _P_SEARCH + _P_FAV + _P_CART * (1 + _P_BUY_GIVEN_CART * (1 + _P_REVIEW_GIVEN_BUY))
-#: relative session starts per UTC hour: quiet nights, evening peak
-_HOURLY = np.array(
-    [0.6, 0.4, 0.3, 0.25, 0.25, 0.3, 0.5, 0.8, 1.0, 1.1, 1.1, 1.2]
-    + [1.3, 1.2, 1.1, 1.1, 1.2, 1.3, 1.5, 1.8, 2.0, 1.9, 1.5, 1.0]
-)
-_TYPE = {name: np.int8(i) for i, name in enumerate(EVENT_TYPES)}
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    n_users: int = 3000
-    n_categories: int = 120
-    n_items: int = 20000
-    days: int = 14
-    start: str = "2026-01-01"  # UTC
-    seed: int = 7
-    events_per_user_day: float = 6.0  # mean; default data set ~ 3000*14*6 ≈ 250k events
-    frac_stable: float = 0.35
-    frac_drift: float = 0.35
-    frac_switch: float = 0.30  # users whose interest switches abruptly at a known time
-
-    def __post_init__(self) -> None:
-        if self.n_users < 1 or self.days < 1:
-            raise ValueError("n_users and days must be >= 1")
-        if self.n_categories < 2 * _K + 2:
-            raise ValueError(f"n_categories must be >= {2 * _K + 2} (two disjoint interest sets)")
-        if self.n_items < self.n_categories:
-            raise ValueError("n_items must be >= n_categories (every category has an item)")
-        if not self.events_per_user_day > 0:
-            raise ValueError("events_per_user_day must be > 0")
-        fracs = (self.frac_stable, self.frac_drift, self.frac_switch)
-        if min(fracs) < 0 or abs(sum(fracs) - 1.0) > 1e-6:
-            raise ValueError(f"frac_stable + frac_drift + frac_switch must be 1, got {fracs}")
-        _start_epoch(self.start)  # fail early on an unparseable start
-
-    @property
-    def start_ts(self) -> int:
-        """Start of the period, epoch seconds."""
-        return _start_epoch(self.start)
-
-    @property
-    def period_s(self) -> int:
-        return self.days * _DAY_S
 
 
 @dataclass(frozen=True)
@@ -158,12 +67,6 @@ class _Users:
     switch_at: np.ndarray  # (U,) int seconds into the period
 
 
-def _start_epoch(start: str) -> int:
-    ts = pd.Timestamp(start)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.timestamp())
-
-
 def _ids(prefix: str, n: int, min_width: int, numbers: np.ndarray | None = None) -> list[str]:
     width = max(min_width, len(str(n - 1)))
     values = range(n) if numbers is None else numbers.tolist()
@@ -185,20 +88,20 @@ def _gumbel_top_k(rng: np.random.Generator, log_weights: np.ndarray, k: int) -> 
 
 
 def _sorted_dirichlet(rng: np.random.Generator, n: int) -> np.ndarray:
-    return -np.sort(-rng.dirichlet(np.full(_K, 0.9), size=n), axis=1)
+    return -np.sort(-rng.dirichlet(np.full(K, 0.9), size=n), axis=1)
 
 
 def _catalog(config: SyntheticConfig, rng: np.random.Generator) -> _Catalog:
     n_cat, n_items = config.n_categories, config.n_items
-    pop = 1.0 / (rng.permutation(n_cat) + 1.0) ** _CATEGORY_ZIPF
+    pop = 1.0 / (rng.permutation(n_cat) + 1.0) ** CATEGORY_ZIPF
     pop /= pop.sum()
 
     # sparse transition graph: 2-3 successors per category, popular ones more often
     log_w = np.tile(0.5 * np.log(pop), (n_cat, 1))
     np.fill_diagonal(log_w, -np.inf)
-    succ = _gumbel_top_k(rng, log_w, _MAX_SUCCESSORS).astype(np.int32)
-    n_next = rng.integers(2, _MAX_SUCCESSORS + 1, size=n_cat)
-    raw = rng.gamma(2.0, size=(n_cat, _MAX_SUCCESSORS))
+    succ = _gumbel_top_k(rng, log_w, MAX_SUCCESSORS).astype(np.int32)
+    n_next = rng.integers(2, MAX_SUCCESSORS + 1, size=n_cat)
+    raw = rng.gamma(2.0, size=(n_cat, MAX_SUCCESSORS))
     raw[n_next == 2, 2] = 0.0
     succ_p = -np.sort(-raw / raw.sum(axis=1, keepdims=True), axis=1)
     succ_cum = np.cumsum(succ_p, axis=1)
@@ -211,7 +114,7 @@ def _catalog(config: SyntheticConfig, rng: np.random.Generator) -> _Catalog:
     item_category = np.repeat(np.arange(n_cat, dtype=np.int32), counts)
     first = np.cumsum(counts) - counts
     within = np.arange(n_items) - first[item_category]
-    weight = 1.0 / (within + 1.0) ** _ITEM_ZIPF
+    weight = 1.0 / (within + 1.0) ** ITEM_ZIPF
     csum = np.cumsum(weight)
     before = np.concatenate(([0.0], csum))[first]
     total = csum[first + counts - 1] - before
@@ -237,16 +140,16 @@ def _new_interests(rng: np.random.Generator, cat: _Catalog, old: np.ndarray, w_o
     rows = np.arange(m)[:, None, None]
     hop1 = cat.succ[old]  # (m, K, 3)
     w1 = w_old[:, :, None] * cat.succ_p[old]
-    w1[:, 0, :] *= 1.0 + _TOP_BOOST
+    w1[:, 0, :] *= 1.0 + TOP_BOOST
     score = np.bincount((rows * n_cat + hop1).ravel(), weights=w1.ravel(), minlength=m * n_cat)
     hop2 = cat.succ[hop1]  # (m, K, 3, 3)
-    w2 = _TWO_HOP_WEIGHT * w1[..., None] * cat.succ_p[hop1]
+    w2 = TWO_HOP_WEIGHT * w1[..., None] * cat.succ_p[hop1]
     score += np.bincount((rows[..., None] * n_cat + hop2).ravel(), weights=w2.ravel(), minlength=m * n_cat)
     score = score.reshape(m, n_cat) + 1e-4 * cat.pop  # popularity only as a fallback
     np.put_along_axis(score, old, 0.0, axis=1)
     with np.errstate(divide="ignore"):
         log_score = np.log(score)
-    return _gumbel_top_k(rng, log_score, _K)
+    return _gumbel_top_k(rng, log_score, K)
 
 
 def _users(config: SyntheticConfig, cat: _Catalog, rng: np.random.Generator) -> _Users:
@@ -255,20 +158,20 @@ def _users(config: SyntheticConfig, cat: _Catalog, rng: np.random.Generator) -> 
     n_drift = min(round(config.frac_drift * n), n - n_stable)
     counts = [n_stable, n_drift, n - n_stable - n_drift]
     profile = rng.permutation(np.repeat(np.arange(3, dtype=np.int8), counts))
-    activity = np.minimum(rng.lognormal(-0.5 * _ACTIVITY_SIGMA**2, _ACTIVITY_SIGMA, n), _ACTIVITY_CAP)
+    activity = np.minimum(rng.lognormal(-0.5 * ACTIVITY_SIGMA**2, ACTIVITY_SIGMA, n), ACTIVITY_CAP)
     propensity = rng.lognormal(-0.125, 0.5, n)
-    tz_shift = rng.normal(0.0, _TZ_SHIFT_SD_S, n)
+    tz_shift = rng.normal(0.0, TZ_SHIFT_SD_S, n)
     w_old = _sorted_dirichlet(rng, n)
     w_new = _sorted_dirichlet(rng, n)
 
-    old = np.empty((n, _K), dtype=np.int32)
-    new = np.empty((n, _K), dtype=np.int32)
-    log_pop = _INTEREST_POP_POWER * np.log(cat.pop)
+    old = np.empty((n, K), dtype=np.int32)
+    new = np.empty((n, K), dtype=np.int32)
+    log_pop = INTEREST_POP_POWER * np.log(cat.pop)
     chunk = max(1, (1 << 21) // n_cat)
     for lo in range(0, n, chunk):
         sl = slice(lo, min(n, lo + chunk))
         m = sl.stop - sl.start
-        old[sl] = _gumbel_top_k(rng, np.broadcast_to(log_pop, (m, n_cat)), _K)
+        old[sl] = _gumbel_top_k(rng, np.broadcast_to(log_pop, (m, n_cat)), K)
         new[sl] = _new_interests(rng, cat, old[sl], w_old[sl])
     stable = profile == PROFILES.index("stable")
     new[stable] = old[stable]
@@ -310,11 +213,11 @@ def _fresh_categories(
     cum_old = np.cumsum(users.w_old, axis=1)
     cum_new = np.cumsum(users.w_new, axis=1)
     slot = np.zeros(n, dtype=np.int64)
-    for j in range(_K - 1):
+    for j in range(K - 1):
         slot += r > np.where(use_new, cum_new[user, j], cum_old[user, j])
     out = np.where(use_new, users.new[user, slot], users.old[user, slot])
 
-    explore = np.flatnonzero(rng.random(n) < _P_EXPLORE)
+    explore = np.flatnonzero(rng.random(n) < P_EXPLORE)
     pop_cum = np.cumsum(cat.pop)
     picked = np.searchsorted(pop_cum, rng.random(len(explore)) * pop_cum[-1], side="right")
     out[explore] = np.minimum(picked, len(cat.pop) - 1)
@@ -327,16 +230,16 @@ def _events(config: SyntheticConfig, cat: _Catalog, users: _Users, rng: np.rando
     period = config.period_s
 
     # sessions: count per user from activity; start on a daily rhythm; lengths geometric
-    per_session = _MEAN_STEPS * _EVENTS_PER_STEP
+    per_session = MEAN_STEPS * EVENTS_PER_STEP
     lam = config.events_per_user_day * config.days * users.activity / per_session
     n_sessions = np.maximum(1, rng.poisson(lam))
     n_s = int(n_sessions.sum())
     s_user = np.repeat(np.arange(n_users, dtype=np.int32), n_sessions)
-    hour_cum = np.cumsum(_HOURLY) / _HOURLY.sum()
+    hour_cum = np.cumsum(HOURLY) / HOURLY.sum()
     hour = np.minimum(np.searchsorted(hour_cum, rng.random(n_s), side="right"), 23)
-    second = (hour * 3600.0 + rng.uniform(0.0, 3600.0, n_s) + users.tz_shift[s_user]) % _DAY_S
-    s_start = rng.integers(0, config.days, n_s) * float(_DAY_S) + second
-    length = np.minimum(rng.geometric(1.0 / _MEAN_STEPS, n_s), _MAX_STEPS)
+    second = (hour * 3600.0 + rng.uniform(0.0, 3600.0, n_s) + users.tz_shift[s_user]) % DAY_S
+    s_start = rng.integers(0, config.days, n_s) * float(DAY_S) + second
+    length = np.minimum(rng.geometric(1.0 / MEAN_STEPS, n_s), MAX_STEPS)
     # longest sessions first: the sessions still running at step k are then a prefix
     order = np.argsort(-length, kind="stable")
     s_user, s_start, length = s_user[order], s_start[order], length[order]
@@ -345,7 +248,7 @@ def _events(config: SyntheticConfig, cat: _Catalog, users: _Users, rng: np.rando
 
     # browse steps (views), minutes apart within a session
     e_session = np.repeat(np.arange(n_s), length)
-    gap = _STEP_GAP_MIN_S + rng.exponential(_STEP_GAP_MEAN_S, n_steps)
+    gap = STEP_GAP_MIN_S + rng.exponential(STEP_GAP_MEAN_S, n_steps)
     gap[offset] = 0.0
     elapsed = np.cumsum(gap)
     t = s_start[e_session] + (elapsed - elapsed[offset][e_session])
@@ -355,7 +258,7 @@ def _events(config: SyntheticConfig, cat: _Catalog, users: _Users, rng: np.rando
 
     # categories: a fresh draw from the latent interest, or a graph edge from the previous step
     category = _fresh_categories(rng, cat, users, user, t)
-    follow = rng.random(n_steps) < _P_FOLLOW
+    follow = rng.random(n_steps) < P_FOLLOW
     r_next = rng.random(n_steps)
     running = n_s - np.cumsum(np.bincount(length))  # sessions with more than k steps
     for k in range(1, int(length.max())):
@@ -370,17 +273,17 @@ def _events(config: SyntheticConfig, cat: _Catalog, users: _Users, rng: np.rando
     del category
 
     # the funnel around a view: search before it; fav, cart after it; buy after a cart; review later
-    search = np.flatnonzero(rng.random(n_steps) < _P_SEARCH)
+    search = np.flatnonzero(rng.random(n_steps) < P_SEARCH)
     t_search = np.maximum(t[search] - rng.uniform(5.0, 90.0, len(search)), 0.0)
     g = users.propensity[user]
-    fav = np.flatnonzero(rng.random(n_steps) < _P_FAV * g)
+    fav = np.flatnonzero(rng.random(n_steps) < P_FAV * g)
     t_fav = t[fav] + rng.uniform(5.0, 240.0, len(fav))
-    cart = np.flatnonzero(rng.random(n_steps) < np.minimum(_P_CART * g, 0.5))
+    cart = np.flatnonzero(rng.random(n_steps) < np.minimum(P_CART * g, 0.5))
     del g
     t_cart = t[cart] + rng.uniform(10.0, 400.0, len(cart))
-    keep = rng.random(len(cart)) < _P_BUY_GIVEN_CART
+    keep = rng.random(len(cart)) < P_BUY_GIVEN_CART
     buy, t_buy = cart[keep], t_cart[keep] + rng.uniform(60.0, 3600.0, int(keep.sum()))
-    keep = rng.random(len(buy)) < _P_REVIEW_GIVEN_BUY
+    keep = rng.random(len(buy)) < P_REVIEW_GIVEN_BUY
     review, t_review = buy[keep], t_buy[keep] + rng.uniform(3600.0, 96 * 3600.0, int(keep.sum()))
 
     parts = [
@@ -394,7 +297,7 @@ def _events(config: SyntheticConfig, cat: _Catalog, users: _Users, rng: np.rando
     ts = np.floor(np.concatenate([p[2] for p in parts])).astype(np.int64)
     all_user = np.concatenate([user if p[0] is None else user[p[0]] for p in parts])
     all_item = np.concatenate([item if p[0] is None else item[p[0]] for p in parts])
-    etype = np.concatenate([np.full(len(p[2]), _TYPE[p[1]], dtype=np.int8) for p in parts])
+    etype = np.concatenate([np.full(len(p[2]), TYPE[p[1]], dtype=np.int8) for p in parts])
     del parts, t, user, item
 
     inside = ts < period
@@ -436,17 +339,17 @@ def _truth_frame(config: SyntheticConfig, cat: _Catalog, users: _Users) -> pd.Da
     n, days = config.n_users, config.days
     user = np.repeat(np.arange(n), days)
     day = np.tile(np.arange(days), n)
-    d0 = day * float(_DAY_S)
-    d1 = d0 + _DAY_S
+    d0 = day * float(DAY_S)
+    d1 = d0 + DAY_S
     profile = users.profile[user]
 
     # latent weight of the new interest set, averaged over the day
     alpha = np.zeros(len(user))
     drift = profile == PROFILES.index("drift")
     a, b = users.drift_from[user[drift]], users.drift_to[user[drift]]
-    alpha[drift] = (_ramp_integral(d1[drift], a, b) - _ramp_integral(d0[drift], a, b)) / _DAY_S
+    alpha[drift] = (_ramp_integral(d1[drift], a, b) - _ramp_integral(d0[drift], a, b)) / DAY_S
     switch = profile == PROFILES.index("switch")
-    alpha[switch] = np.clip((d1[switch] - users.switch_at[user[switch]]) / _DAY_S, 0.0, 1.0)
+    alpha[switch] = np.clip((d1[switch] - users.switch_at[user[switch]]) / DAY_S, 0.0, 1.0)
     share_old = (1.0 - alpha) * users.w_old[user, 0]
     share_new = alpha * users.w_new[user, 0]
     top = np.where(share_new > share_old, users.new[user, 0], users.old[user, 0])
@@ -489,7 +392,7 @@ def generate(config: SyntheticConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
 def transition_graph(config: SyntheticConfig) -> pd.DataFrame:
     """The planted category transition graph: ``category_id, next_category_id, probability``."""
     cat = _catalog(config, _streams(config.seed)[0])
-    src = np.repeat(np.arange(len(cat.pop)), _MAX_SUCCESSORS)
+    src = np.repeat(np.arange(len(cat.pop)), MAX_SUCCESSORS)
     used = cat.succ_p.ravel() > 0
     ids = pd.array(cat.category_ids, dtype="str")
     return pd.DataFrame(
@@ -499,57 +402,3 @@ def transition_graph(config: SyntheticConfig) -> pd.DataFrame:
             "probability": cat.succ_p.ravel()[used],
         }
     )
-
-
-def _atomic_write(path: Path, writer: Callable[[Path], Any]) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer(tmp)
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_events_csv(events: pd.DataFrame, path: Path) -> None:
-    """The ``generic`` CSV: the exact header, unquoted ids, integer epoch seconds."""
-    try:  # pyarrow (a pandas dependency here) writes 10M rows ~5x faster than DataFrame.to_csv
-        import pyarrow as pa
-        import pyarrow.csv as pa_csv
-    except ImportError:  # pragma: no cover
-        events.to_csv(path, index=False)
-        return
-    table = pa.Table.from_pandas(events, preserve_index=False)
-    with open(path, "wb") as fh:
-        fh.write((",".join(events.columns) + "\n").encode())
-        pa_csv.write_csv(table, fh, pa_csv.WriteOptions(include_header=False, quoting_style="none"))
-
-
-def write(config: SyntheticConfig, out_dir: Path, fmt: str = "csv") -> dict:
-    """writes out_dir/events.csv (or .parquet) in the project's `generic` format (header exactly
-    user_id,item_id,category_id,event_type,event_ts with event_ts epoch seconds int) and
-    out_dir/truth.parquet; returns a small JSON-safe dict {"events_path":..., "truth_path":...,
-    "n_events":..., "n_users":...}. Write to a temp name and rename (atomic)."""
-    if fmt not in ("csv", "parquet"):
-        raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    events, truth = generate(config)
-    events = events[list(CANONICAL_COLUMNS)]
-    events_path = out_dir / f"{EVENTS_STEM}.{fmt}"
-    truth_path = out_dir / TRUTH_FILE
-    # truth first: whoever watches for the events file finds its truth already there
-    _atomic_write(truth_path, lambda p: truth.to_parquet(p, index=False))
-    if fmt == "csv":
-        _atomic_write(events_path, lambda p: _write_events_csv(events, p))
-    else:
-        _atomic_write(events_path, lambda p: events.to_parquet(p, index=False))
-    return {
-        "events_path": str(events_path),
-        "truth_path": str(truth_path),
-        "n_events": int(len(events)),
-        "n_users": int(events["user_id"].nunique()),
-    }

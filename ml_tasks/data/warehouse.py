@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ml_tasks.config import Paths, WarehouseConfig
+from ml_tasks.contracts import EXPORT_COLUMNS, EXPORT_EVENTS
 from ml_tasks.errors import PipelineError
-from ml_tasks.features import EXPORT_COLUMNS, EXPORT_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,21 @@ def _locked_message(path: Path) -> str:
 @contextmanager
 def read_only_connection(path: Path) -> Iterator[Any]:
     """A read-only DuckDB connection to the warehouse, closed on exit. Keep the block short."""
+    with connection(path, read_only=True) as con:
+        yield con
+
+
+@contextmanager
+def connection(path: Path, read_only: bool = True) -> Iterator[Any]:
+    """A DuckDB connection to an existing warehouse (UTC), closed on exit; a lock held by another process
+    is one sentence (:class:`WarehouseError`), not DuckDB's error. Keep write blocks short: one writer."""
     import duckdb
 
     path = Path(path)
     if not path.exists():
         raise WarehouseError(f"{path}: no warehouse there yet; load events first (python -m ml_tasks ingest)")
     try:
-        con = duckdb.connect(str(path), read_only=True)
+        con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise WarehouseError(_locked_message(path)) from None

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ml_tasks.features import PAD_INDEX
+from ml_tasks.contracts import PAD_INDEX
 
 GAP_SCALE = 5.0  # log1p(hours) of ~6 days = 5
 

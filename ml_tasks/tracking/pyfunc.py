@@ -4,7 +4,7 @@
 ``events`` has the columns ``user_id, category_id, event_type, event_ts`` (epoch seconds) returns
 ``user_id, category_id, score, rank`` (rank 1 = most likely next interest), ``top_n`` per user
 (default 20; pass ``params={"top_n": N}``). Each user is scored at one second after their last
-event, with the same features the warehouse computes (``ml_tasks.online``).
+event, with the same features the warehouse computes (``ml_tasks.serving.online``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,14 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
+from ml_tasks.model import samples
+from ml_tasks.model.persist import FittedInterestModel
+from ml_tasks.model.score import score
+from ml_tasks.serving import online
+
 
 class InterestModelPyfunc(mlflow.pyfunc.PythonModel):
-    """Wraps a saved ``ml_tasks.model.FittedInterestModel`` folder plus category ids and popularity."""
+    """Wraps a saved ``ml_tasks.model.persist.FittedInterestModel`` folder plus category ids and popularity."""
 
     def load_context(self, context: Any) -> None:
         self._load(Path(context.artifacts["model_dir"]))
@@ -30,8 +35,6 @@ class InterestModelPyfunc(mlflow.pyfunc.PythonModel):
         return obj
 
     def _load(self, model_dir: Path) -> None:
-        from ml_tasks.model import FittedInterestModel
-
         self.model = FittedInterestModel.load(model_dir)
         cats = pd.read_parquet(model_dir / "categories.parquet")
         self.id_of = dict(zip(cats["category_idx"].astype(int), cats["category_id"].astype(str), strict=True))
@@ -40,9 +43,6 @@ class InterestModelPyfunc(mlflow.pyfunc.PythonModel):
         self.meta = json.loads((model_dir / "serving.json").read_text())
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from ml_tasks import model as m
-        from ml_tasks import online
-
         top_n = int((params or {}).get("top_n", 20))
         oov = max(self.id_of) + 1
         events = online.normalise_events(pd.DataFrame(model_input), self.idx_of, oov)
@@ -51,9 +51,9 @@ class InterestModelPyfunc(mlflow.pyfunc.PythonModel):
             return pd.DataFrame(columns=cols)
         cutoffs = events.groupby("user_id")["event_ts"].max() + 1
         rows = online.sequences_at(events, cutoffs, self.model.sequence_length)
-        pf = online.pair_features_at(events, cutoffs, self.meta["horizon_hours"])
+        pf = samples.pair_features_at(events, cutoffs, self.meta["horizon_hours"])
         pop = rows[["cutoff_ts"]].drop_duplicates().merge(self.popularity, how="cross")
-        ranked = m.score(self.model, rows, pf, top_n=top_n, popularity=pop)
+        ranked = score(self.model, rows, pf, top_n=top_n, popularity=pop)
         out = pd.DataFrame({
             "user_id": ranked["user_id"].astype(str),
             "category_id": ranked["category_idx"].map(self.id_of).fillna("").astype(str),

@@ -1,0 +1,121 @@
+"""The model registry: the pyfunc model logged and registered, its aliases, tags and versions.
+
+MLflow 3 conventions: ``log_model(name=...)``, registry aliases (``champion``, ``challenger``) instead
+of stages, a signature on every logged model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ml_tasks.config import REPO_ROOT, Paths
+from ml_tasks.contracts import CHALLENGER_ALIAS, CHAMPION_ALIAS, REGISTERED_MODEL_NAME
+from ml_tasks.tracking.runs import configure
+
+CHAMPION = CHAMPION_ALIAS
+CHALLENGER = CHALLENGER_ALIAS
+
+
+def log_interest_model(model_dir: Path, signature_example: Any, output_example: Any,
+                       metrics: Mapping[str, float] | None = None, register: bool = True) -> dict[str, Any]:
+    """Log the whole scoring model (LSTM, PCA, predictor, vocabularies) as one pyfunc model.
+
+    Must be called inside an active run. Returns ``{"model_uri", "version"}``; the version is
+    ``None`` when ``register`` is false.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from ml_tasks.tracking.pyfunc import InterestModelPyfunc
+
+    signature = infer_signature(signature_example, output_example, params={"top_n": 20})
+    info = mlflow.pyfunc.log_model(
+        name="user_interest_model",
+        python_model=InterestModelPyfunc(),
+        artifacts={"model_dir": str(model_dir)},
+        code_paths=[str(Path(__file__).resolve().parents[1])],
+        signature=signature,
+        input_example=signature_example.head(5),
+        pip_requirements=_model_requirements(),
+        registered_model_name=REGISTERED_MODEL_NAME if register else None,
+        metadata={"metrics": dict(metrics or {})},
+    )
+    version = info.registered_model_version
+    return {"model_uri": info.model_uri, "version": int(version) if version is not None else None}
+
+
+def _model_requirements() -> list[str]:
+    wanted = {"tensorflow-cpu", "keras", "scikit-learn", "pandas", "numpy", "pyarrow", "joblib", "mlflow"}
+    pins = []
+    lock = REPO_ROOT / "requirements.txt"
+    if lock.exists():
+        for line in lock.read_text().splitlines():
+            name = line.split("==")[0].strip().lower().replace("_", "-")
+            if name in wanted:
+                pins.append(line.strip())
+    return pins or sorted(wanted)
+
+
+def client(paths: Paths) -> Any:
+    from mlflow import MlflowClient
+
+    configure(paths)
+    return MlflowClient(tracking_uri=paths.tracking_uri, registry_uri=paths.tracking_uri)
+
+
+def alias_version(paths: Paths, alias: str = CHAMPION_ALIAS) -> int | None:
+    """The model version an alias points at, or ``None``."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client(paths).get_model_version_by_alias(REGISTERED_MODEL_NAME, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_alias(paths: Paths, alias: str, version: int) -> None:
+    client(paths).set_registered_model_alias(REGISTERED_MODEL_NAME, alias, str(version))
+
+
+def set_version_tags(paths: Paths, version: int, tags: Mapping[str, Any]) -> None:
+    c = client(paths)
+    for key, value in tags.items():
+        c.set_model_version_tag(REGISTERED_MODEL_NAME, str(version), key,
+                                value if isinstance(value, str) else json.dumps(value))
+
+
+def version_info(paths: Paths, version: int) -> dict[str, Any]:
+    """Tags, source run and that run's metrics of a registered version."""
+    c = client(paths)
+    mv = c.get_model_version(REGISTERED_MODEL_NAME, str(version))
+    metrics = c.get_run(mv.run_id).data.metrics if mv.run_id else {}
+    return {"version": int(mv.version), "run_id": mv.run_id, "tags": dict(mv.tags),
+            "aliases": list(getattr(mv, "aliases", []) or []), "metrics": dict(metrics),
+            "source": mv.source, "created_ms": mv.creation_timestamp}
+
+
+def model_uri(version: int | None = None, alias: str | None = CHAMPION_ALIAS) -> str:
+    if version is not None:
+        return f"models:/{REGISTERED_MODEL_NAME}/{version}"
+    return f"models:/{REGISTERED_MODEL_NAME}@{alias}"
+
+
+def load_fitted_model(paths: Paths, version: int) -> Any:
+    """The ``ml_tasks.model.persist.FittedInterestModel`` inside a registered version (through pyfunc)."""
+    import mlflow
+
+    configure(paths)
+    return mlflow.pyfunc.load_model(model_uri(version)).unwrap_python_model().model
+
+
+def latest_runs(paths: Paths, filter_string: str = "", max_results: int = 20) -> Any:
+    import mlflow
+
+    configure(paths)
+    return mlflow.search_runs(filter_string=filter_string, max_results=max_results,
+                              order_by=["start_time DESC"])
+
+
