@@ -14,7 +14,9 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export TF_CPP_MIN_LOG_LEVEL := 2
-export IEP_DATA_DIR ?= $(CURDIR)/.data
+DATA ?= synthetic
+# the synthetic log in .data/; a real sample (make run DATA=taobao) in a data folder of its own
+export IEP_DATA_DIR ?= $(CURDIR)/.data$(if $(filter-out synthetic,$(DATA)),/$(DATA))
 
 .PHONY: help install browser lock run update test test-fast test-e2e lint bench airflow mlflow serve dbt-docs compose-env clean
 
@@ -36,8 +38,8 @@ lock: ## regenerate requirements.txt from requirements.in (network)
 	{ echo "# Full lock of requirements.in (every package pinned). Regenerate with: make lock"; \
 	  echo "# Python 3.11, Linux x86_64."; /tmp/iep-lock/bin/pip freeze --all | grep -v "^pip=="; } > requirements.txt
 
-run: install ## generate synthetic data and run the whole pipeline through the Airflow DAGs
-	$(BIN)/python scripts/pipeline.py
+run: install ## run the whole pipeline through the Airflow DAGs on synthetic data (DATA=taobao: the real sample)
+	$(BIN)/python scripts/pipeline.py --data $(DATA)
 
 update: install ## run the periodic update DAG once (after make run)
 	$(BIN)/python scripts/pipeline.py --dags update_interest_model

@@ -1,7 +1,8 @@
 """Shared wiring for the project's DAGs: assets, pool names, default args, per-run paths, running a step.
 
 Light on purpose: this module is imported at every DAG parse, so it imports only the standard
-library and ``airflow.sdk``; ``ml_tasks`` is imported when a task runs.
+library, ``airflow.sdk`` and ``ml_tasks.contracts`` (constants only); the rest of ``ml_tasks`` is
+imported when a task runs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from airflow.sdk import Asset, get_current_context
 
+from ml_tasks.contracts import WAREHOUSE_POOL  # noqa: F401  (re-exported for the DAG files)
+
 #: raw behaviour rows landed in the warehouse (``raw.events``)
 RAW_EVENTS = Asset(name="raw_events", uri="duckdb://warehouse/raw/events", group="warehouse")
 #: the ML tables exported as Parquet after a successful ``dbt build``
@@ -20,8 +23,6 @@ ML_SEQUENCES = Asset(name="ml_sequences", uri="file://exports/ml_sequences", gro
 INTEREST_SCORES = Asset(name="user_interest_scores", uri="duckdb://warehouse/main/user_interest_scores",
                         group="serving")
 
-#: every task that writes the DuckDB warehouse runs in this pool; it has one slot (single writer)
-WAREHOUSE_POOL = "warehouse_writer"
 
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -105,6 +105,12 @@ SPLITS: tuple[str, ...] = ("train", "val", "test", "score")
 # --- predictor inputs --------------------------------------------------------------------------
 PAIR_FEATURE_COLUMNS: tuple[str, ...] = EXPORT_COLUMNS[EXPORT_PAIR_FEATURES][3:]
 
+# --- Airflow pools (the DAGs run their tasks in them; devstack, make run and the tests create them) ----
+#: every task that writes the DuckDB warehouse runs in this pool; one slot, because DuckDB has one writer
+WAREHOUSE_POOL = "warehouse_writer"
+#: name -> (slots, description)
+POOLS: dict[str, tuple[int, str]] = {WAREHOUSE_POOL: (1, "DuckDB warehouse: one writer at a time")}
+
 # --- MLflow ------------------------------------------------------------------------------------
 EXPERIMENT_NAME = "user_interest"
 REGISTERED_MODEL_NAME = "user_interest_model"

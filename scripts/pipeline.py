@@ -1,25 +1,35 @@
 """Run the pipeline through the real Airflow DAGs with ``airflow dags test`` (``make run``, ``make update``).
 
 Sets up a repo-local Airflow (SQLite metadata DB under ``.airflow/``, the one-slot warehouse pool),
-writes the synthetic data set to the landing folder when it is empty, then runs the DAGs one after
-another in this process group and ends with the pipeline summary.
+writes the synthetic data set (or copies a real sample, ``--data taobao``) to the landing folder when
+it is empty, then runs the DAGs one after another in this process group and ends with the pipeline
+summary.
 
     python scripts/pipeline.py                       # ingest_events -> build_warehouse -> train_interest_model
     python scripts/pipeline.py --dags update_interest_model
+    python scripts/pipeline.py --data taobao         # the real Taobao sample (data/samples) instead
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from ml_tasks.contracts import POOLS
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEFAULT_DAGS = ["ingest_events", "build_warehouse", "train_interest_model"]
+#: ``--data``: the synthetic generator, or a real sample shipped in data/samples (file, loader format)
+SAMPLES = {
+    "taobao": (REPO / "data" / "samples" / "taobao_userbehavior" / "UserBehavior_sample.csv", "taobao"),
+}
 
 
 def airflow_env() -> dict[str, str]:
@@ -55,13 +65,13 @@ def run(cmd: list[str], env: dict[str, str], quiet: bool = False, log: Path | No
 
 
 def setup_airflow(env: dict[str, str]) -> None:
-    """Migrate the metadata DB and create the single-slot warehouse pool (idempotent)."""
+    """Migrate the metadata DB and create the pools the DAGs use (idempotent)."""
     home = Path(env["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     log = home / "setup.log"
     run([str(BIN / "airflow"), "db", "migrate"], env, log=log)
-    run([str(BIN / "airflow"), "pools", "set", "warehouse_writer", "1",
-         "DuckDB warehouse: one writer at a time"], env, log=log)
+    for name, (slots, description) in POOLS.items():
+        run([str(BIN / "airflow"), "pools", "set", name, str(slots), description], env, log=log)
 
 
 def dbt_parse(env: dict[str, str]) -> None:
@@ -75,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dags", nargs="+", default=DEFAULT_DAGS)
     parser.add_argument("--no-generate", action="store_true", help="do not write the synthetic data set")
+    parser.add_argument("--data", choices=["synthetic", *SAMPLES], default="synthetic",
+                        help="what lands in the landing folder when it is empty: the synthetic log (default) or "
+                             "a real sample from data/samples (its own data folder: IEP_DATA_DIR)")
     args = parser.parse_args(argv)
 
     env = airflow_env()
@@ -82,14 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     setup_airflow(env)
     dbt_parse(env)
     landing = Path(env.get("IEP_LANDING_DIR") or Path(env["IEP_DATA_DIR"]) / "landing")
-    if "ingest_events" in args.dags and not args.no_generate and not any(landing.glob("*")):
+    conf = {}
+    if args.data in SAMPLES:
+        source, fmt = SAMPLES[args.data]
+        conf["ingest_events"] = {"format": fmt}
+        if not (landing / source.name).exists():
+            landing.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, landing / source.name)
+    elif "ingest_events" in args.dags and not args.no_generate and not any(landing.glob("*")):
         run([sys.executable, "-m", "ml_tasks", "generate"], env)
     logs = Path(env["AIRFLOW_HOME"]) / "dags_test_logs"
     logs.mkdir(parents=True, exist_ok=True)
     for dag_id in args.dags:
         log = logs / f"{dag_id}.log"
         log.write_text("")
-        run([str(BIN / "airflow"), "dags", "test", dag_id], env, log=log)
+        extra = ["--conf", json.dumps(conf[dag_id])] if dag_id in conf else []
+        run([str(BIN / "airflow"), "dags", "test", dag_id, *extra], env, log=log)
     print(f"\npipeline finished in {time.monotonic() - started:.0f}s (Airflow logs: {logs})\n")
     subprocess.run([sys.executable, "-m", "ml_tasks", "summary"], env=env, cwd=REPO, check=True)
     return 0

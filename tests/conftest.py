@@ -31,9 +31,12 @@ sys.path.insert(0, str(REPO / "dags"))
 
 @pytest.fixture(scope="session")
 def airflow_db():
-    """Airflow's metadata DB (SQLite in the tests' AIRFLOW_HOME) and the single-slot warehouse pool."""
+    """Airflow's metadata DB (SQLite in the tests' AIRFLOW_HOME) and the pools the DAGs use."""
+    from ml_tasks.contracts import POOLS
+
     airflow = [sys.executable, "-m", "airflow"]
-    for cmd in (["db", "migrate"], ["pools", "set", "warehouse_writer", "1", "DuckDB single writer"]):
+    pools = [["pools", "set", name, str(slots), text] for name, (slots, text) in POOLS.items()]
+    for cmd in (["db", "migrate"], *pools):
         out = subprocess.run(airflow + cmd, capture_output=True, text=True, timeout=900)
         assert out.returncode == 0, out.stderr[-3000:]
 

@@ -10,12 +10,11 @@ import pytest
 from ml_tasks.evaluation.metrics import (
     ndcg_at_k,
     per_user_metrics,
-    rank_order,
     ranking_metrics,
     recall_at_k,
     reciprocal_rank,
-    tie_break_rank,
 )
+from ml_tasks.model.ranking import rank_order, tie_break_rank
 
 
 def test_one_user_by_hand():

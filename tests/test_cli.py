@@ -1,0 +1,33 @@
+"""The command line: global options on either side of the step name, one-sentence errors."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+
+from ml_tasks.cli import COMMANDS, _parser, main
+from tests.dbt.test_in_memory_agrees import FIXTURE
+
+
+def test_every_step_has_a_handler():
+    steps = set(_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001 (argparse has no public API)
+    assert steps == set(COMMANDS)
+
+
+def test_global_options_work_before_and_after_the_step(tmp_path, capsys):
+    before, after = tmp_path / "before.duckdb", tmp_path / "after.duckdb"
+    assert main(["--warehouse", str(before), "ingest", "--events", str(FIXTURE)]) == 0
+    assert main(["ingest", "--events", str(FIXTURE), "--warehouse", str(after), "-v"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["rows_loaded"] for r in lines] == [267, 267]
+    for path in (before, after):
+        con = duckdb.connect(str(path), read_only=True)
+        assert con.execute("select count(*) from raw.events").fetchone()[0] == 267
+        con.close()
+
+
+def test_a_missing_file_is_one_sentence_and_exit_2(tmp_path, capsys):
+    assert main(["ingest", "--events", str(tmp_path / "nope.csv"), "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path / 'nope.csv'}: no such file or folder"
