@@ -10,7 +10,7 @@ MLflow (experiment `user_interest`) as one parent run with a nested run per step
    cutoff) → the last LSTM layer's hidden states → PCA fitted on training samples only (components
    by explained variance; the curve is logged) → a logistic-regression predictor over (user,
    category) pairs: PCA interest features × category representation, plus recency/frequency
-   features. A selection fit picks the epochs, the final fit uses everything before the test cutoff.
+   features. One fit on everything before the test cutoff; the LSTM stops early on held-back data.
 3. **extract_interest_features** — every (user, cutoff)'s interest vector (hidden state on the PCA
    axes), stored as Parquet and logged with a plot of a few users' interest trajectories.
 4. **evaluate** — the protocol of `EVALUATION.md` on the test cutoff: the model, the ablation

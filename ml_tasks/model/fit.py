@@ -5,10 +5,10 @@ Pure: frames and config in, models out; no mlflow/duckdb/airflow. TensorFlow/Ker
 
 Time discipline (EVALUATION.md): ``fit(data, config, final=False)`` is the *selection* fit: nothing it
 uses lies at or after the validation cutoff ``T_val`` (LSTM inputs and next-event targets before
-``T_val``, label windows ending at or before it); early stopping watches the ``T_val`` samples'
-next-window loss, and the fitted model is evaluated at ``T_val``. ``final=True`` moves the limit to
-the test cutoff ``T_test`` (label windows of the validation cutoffs are added), trains for a fixed
-number of epochs (the selection fit's best epoch), and is evaluated at ``T_test``.
+``T_val``, label windows ending at or before it), and it is evaluated at ``T_val`` (the evaluation
+protocol reports it, and hyper-parameters are chosen on it). ``final=True`` moves the limit to the test
+cutoff ``T_test``: the scheduled pipeline fits only this one. Either way the LSTM stops early on data
+between its own training limit and the fit's limit, which it never trains on (:func:`fit`).
 
     fit(data, config, final=False, epochs=None) -> FittedInterestModel
     select_and_fit(data, config) -> (final_model, selection_model)

@@ -13,7 +13,7 @@ from typing import Any
 from ml_tasks import tracking
 from ml_tasks.config import ModelConfig, Paths, WarehouseConfig, validate_model_settings
 from ml_tasks.evaluation import plots
-from ml_tasks.model.fit import fine_tune, select_and_fit
+from ml_tasks.model.fit import fine_tune, fit
 from ml_tasks.model.persist import FittedInterestModel
 from ml_tasks.model.score import interest_embeddings
 from ml_tasks.steps.state import (
@@ -79,11 +79,13 @@ def _lineage_view(frame):
 
 
 def fit_model(paths: Paths, run_dir: Path) -> dict:
-    """LSTM -> hidden states -> PCA -> predictor (``ml_tasks.model.fit.select_and_fit``).
+    """LSTM -> hidden states -> PCA -> predictor, fitted on everything before the test cutoff
+    (``ml_tasks.model.fit.fit(final=True)``).
 
-    A selection fit (early stopping on the validation cutoff) picks the number of epochs; the final
-    fit uses everything before the test cutoff. The stages run in one task because each one is fitted
-    on the previous one's outputs over time-split samples (see ``ml_tasks.model.fit``).
+    One fit: the LSTM stops early on the next-window loss of the samples whose label windows end at the
+    test cutoff (never trained on), so no separate selection fit is needed to choose its epochs. The
+    stages run in one task because each one is fitted on the previous one's outputs over time-split
+    samples (see ``ml_tasks.model.fit``).
     """
     state = read_state(run_dir)
     config = model_config(state)
@@ -94,14 +96,15 @@ def fit_model(paths: Paths, run_dir: Path) -> dict:
                              "learning_rate": config.learning_rate, "batch_size": config.batch_size,
                              "max_train_sequences": config.max_train_sequences, "predictor_c": config.predictor_c,
                              "pca_variance": config.pca_variance})
-        final, selection = select_and_fit(data, config)
-        lstm_info = selection.info["lstm"]
+        final = fit(data, config, final=True)
+        lstm_info = final.info["lstm"]
         tracking.log_history(lstm_info["history"])
         curve = final.info.get("pca", {})
         tracking.log_metrics({
-            "best_epoch": final.info.get("selected_epochs", 0),
+            "best_epoch": lstm_info["best_epoch"],
+            "epochs_run": lstm_info["epochs_run"],
             "train_sequences_per_s": lstm_info.get("sequences_per_s", 0.0),
-            "selection_fit_seconds": selection.info.get("fit_seconds", 0.0),
+            "lstm_fit_seconds": lstm_info.get("seconds", 0.0),
             "final_fit_seconds": final.info.get("fit_seconds", 0.0),
             "n_components": final.n_components,
             "n_predictor_pairs": final.info.get("n_predictor_pairs", 0),
@@ -111,9 +114,10 @@ def fit_model(paths: Paths, run_dir: Path) -> dict:
             tracking.log_figure(plots.explained_variance(curve), "explained_variance.png")
         tracking.log_dict(final.info.get("coefficients", {}), "predictor_coefficients.json")
     final.save(run_dir / "model")
-    update_state(run_dir, best_epoch=final.info.get("selected_epochs"))
-    return {"best_epoch": final.info.get("selected_epochs"), "n_components": final.n_components,
-            "vocabulary_size": int(final.vocab.size)}
+    update_state(run_dir, best_epoch=lstm_info["best_epoch"])
+    return {"best_epoch": lstm_info["best_epoch"], "epochs_run": lstm_info["epochs_run"],
+            "n_components": final.n_components, "vocabulary_size": int(final.vocab.size),
+            "fit_seconds": round(final.info.get("fit_seconds", 0.0), 1)}
 
 
 def fine_tune_challenger(paths: Paths, run_dir: Path) -> dict:
