@@ -12,6 +12,8 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
+# astronomer-cosmos would report usage to a web service at every DAG run; the pipeline makes no outside calls
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export TF_CPP_MIN_LOG_LEVEL := 2
 DATA ?= synthetic

@@ -2,13 +2,21 @@
 ### build_warehouse
 
 Turns `raw.events` into clean, point-in-time user sequences with **dbt** (dbt-duckdb), rendered by
-astronomer-cosmos: every dbt model is one task that builds the model and runs its tests
-(`dbt build --select model`), so a failing test stops exactly the models downstream of it; tests that
-span two models run in their own task once both are built.
+astronomer-cosmos in **watcher mode**: one task (`dbt.dbt_producer_watcher`) runs a single
+`dbt build` of the whole project (models and tests, dbt's own threads), and every model and every
+test keeps a task of its own that shows its status as dbt reports it, so the graph and grid views
+still say which model or test failed. A failing test stops exactly the models downstream of it.
 
-Layers: `staging` (types, vocabulary, dedup) → `intermediate` (sessions, user × category × day) →
-`marts` (`dim_categories`, `fct_events`, interest facts) → `marts/ml` (`ml_sequences`,
-`ml_pair_features`, `ml_protocol`, contracts enforced).
+**Retries.** The producer never runs `dbt build` twice in one DAG run: on a retry Cosmos skips it and
+restores the statuses it had reported. A retried (or cleared) model task runs that model alone,
+`dbt run --select <model>`, and a retried test task `dbt test --select <model>`, once the producer has
+ended; so to rebuild one model after fixing its cause, clear that model's task (and what depends on
+it). Every task of the group runs in the one-slot pool `warehouse_writer`, so such a run is still the
+warehouse's only writer.
+
+Layers: `staging` (types, vocabulary, dedup) → `intermediate` (events enriched, sessions, protocol
+cutoffs, per-user lists) → `marts` (`dim_categories`, `fct_events`, interest facts) → `marts/ml`
+(`ml_sequences`, `ml_pair_features`, `ml_protocol`, contracts enforced).
 
 After the models, `export_ml_tables` copies the ML tables to Parquet (`IEP_EXPORT_DIR`) for the
 training and update DAGs, which never open the warehouse themselves (DuckDB has a single writer).
@@ -26,7 +34,7 @@ from pathlib import Path
 
 from airflow.sdk import dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-from cosmos.constants import InvocationMode, LoadMode, TestBehavior, TestIndirectSelection
+from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior, TestIndirectSelection
 from pipeline_common import DEFAULT_ARGS, ML_SEQUENCES, RAW_EVENTS, START_DATE, WAREHOUSE_POOL
 
 from ml_tasks.config import Paths, WarehouseConfig
@@ -65,13 +73,14 @@ def build_warehouse():
             profiles_yml_filepath=PATHS.dbt_project_dir / "profiles.yml",
         ),
         execution_config=ExecutionConfig(
+            execution_mode=ExecutionMode.WATCHER,  # one dbt build, a task per model (see the doc above)
             invocation_mode=InvocationMode.SUBPROCESS,
             dbt_executable_path=DBT_EXECUTABLE,
             test_indirect_selection=TestIndirectSelection.CAUTIOUS,
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST if MANIFEST.exists() else LoadMode.DBT_LS,
-            test_behavior=TestBehavior.BUILD,
+            test_behavior=TestBehavior.AFTER_EACH,
             should_detach_multiple_parents_tests=True,
             dbt_executable_path=DBT_EXECUTABLE,
             invocation_mode=InvocationMode.SUBPROCESS,

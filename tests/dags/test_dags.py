@@ -45,7 +45,8 @@ def test_dag_conventions(dagbag, dag_id):
 def test_warehouse_writers_share_one_pool(dagbag):
     """Every task that writes DuckDB runs in the single-slot pool (DuckDB has one writer)."""
     build = dagbag.get_dag("build_warehouse")
-    dbt_tasks = [t for t in build.tasks if t.task_id.startswith("dbt.")]
+    # every dbt task but Cosmos' gate after the producer (an EmptyOperator: it runs nothing)
+    dbt_tasks = [t for t in build.tasks if t.task_id.startswith("dbt.") and t.task_type != "EmptyOperator"]
     assert dbt_tasks, "dbt models should render as Cosmos tasks"
     assert {t.pool for t in dbt_tasks} == {"warehouse_writer"}
     assert dagbag.get_dag("ingest_events").get_task("load_new_files").pool == "warehouse_writer"
@@ -65,6 +66,16 @@ def test_model_dags_follow_the_one_step_list(dagbag, dag_id):
         assert len(task.upstream_task_ids) <= 1 and len(task.downstream_task_ids) <= 1
     for step in PIPELINES[dag_id]:  # every step resolves to a function of ml_tasks.steps
         assert callable(step.function())
+
+
+def test_dbt_runs_as_one_build_with_a_task_per_model(dagbag):
+    """Watcher mode: one producer task runs ``dbt build``; model and test tasks report its statuses."""
+    build = dagbag.get_dag("build_warehouse")
+    producers = [t for t in build.tasks if t.task_type == "DbtProducerWatcherOperator"]
+    assert [t.task_id for t in producers] == ["dbt.dbt_producer_watcher"]
+    consumers = [t for t in build.tasks if t.task_id.startswith("dbt.") and t not in producers
+                 and t.task_type != "EmptyOperator"]
+    assert len(consumers) >= 17 and all("Watcher" in t.task_type for t in consumers)
 
 
 def test_dbt_models_render_as_tasks(dagbag):

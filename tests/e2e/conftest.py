@@ -175,6 +175,29 @@ class AirflowAPI:
         query = f"?{urllib.parse.urlencode(params, doseq=True)}" if params else ""
         return self._call("GET", path + query, token=self.token)
 
+    def trigger(self, dag_id: str, run_id: str, conf: dict | None = None) -> None:
+        """Unpause ``dag_id`` and start a manual run of it through the REST API."""
+        self._call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, token=self.token)
+        self._call("POST", f"/api/v2/dags/{dag_id}/dagRuns",
+                   {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}, token=self.token)
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> tuple[str, float]:
+        """Poll a run until it ends; returns its state and the seconds waited (fails the test on timeout)."""
+        started = time.monotonic()
+        quoted = urllib.parse.quote(run_id)
+        state = "queued"
+        while state not in ("success", "failed"):
+            if time.monotonic() - started > timeout:
+                pytest.fail(f"{dag_id} run {run_id} still {state} after {timeout}s:\n"
+                            f"{self.task_failures(dag_id, run_id)}", pytrace=False)
+            time.sleep(5)
+            try:
+                state = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")["state"]
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:  # the run appears once the trigger request is through
+                    raise
+        return state, time.monotonic() - started
+
     def task_failures(self, dag_id: str, run_id: str) -> str:
         """The failed tasks of a run with the end of each one's log, to explain a failed run."""
         lines = []
@@ -334,20 +357,7 @@ def trained_run(airflow, airflow_api, project_dags, pipeline_data, browser) -> T
         form.wait_for(state="hidden")
     finally:
         page.close()
-    started = time.monotonic()
-    quoted = urllib.parse.quote(run_id)
-    state = "queued"
-    while state not in ("success", "failed"):
-        if time.monotonic() - started > DAG_RUN_TIMEOUT:
-            pytest.fail(f"{dag_id} run {run_id} still {state} after {DAG_RUN_TIMEOUT}s:\n"
-                        f"{airflow_api.task_failures(dag_id, run_id)}", pytrace=False)
-        time.sleep(5)
-        try:
-            state = airflow_api.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")["state"]
-        except urllib.error.HTTPError as exc:
-            if exc.code != 404:  # the run appears once the trigger request is through
-                raise
-    seconds = time.monotonic() - started
+    state, seconds = airflow_api.wait_for_run(dag_id, run_id, DAG_RUN_TIMEOUT)
     print(f"[e2e] {dag_id} run {run_id}: {state} in {seconds:.0f}s")
     if state != "success":
         pytest.fail(f"{dag_id} run {run_id} {state}:\n{airflow_api.task_failures(dag_id, run_id)}",

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import PROJECT_DAGS, airflow_login, screenshot
+from tests.e2e.conftest import DAG_RUN_TIMEOUT, PROJECT_DAGS, airflow_login, screenshot
 
 pytestmark = pytest.mark.e2e
 
@@ -70,3 +70,24 @@ def test_trigger_train_interest_model_and_see_it_succeed(page, airflow, trained_
     page.get_by_text("success", exact=False).first.wait_for()
     page.wait_for_load_state("networkidle")
     screenshot(page, "airflow-train-run", "airflow-train-run.png")
+
+
+def test_build_warehouse_runs_one_dbt_build_and_shows_every_model(page, airflow, airflow_api, project_dags,
+                                                                  pipeline_data, trained_run):
+    """build_warehouse through the real scheduler and triggerer (watcher mode): the producer's one
+    ``dbt build`` and a green task per model and test, in the UI's grid."""
+    dag_id, run_id = "build_warehouse", "e2e__build"
+    airflow_api.trigger(dag_id, run_id)
+    state, seconds = airflow_api.wait_for_run(dag_id, run_id, DAG_RUN_TIMEOUT)
+    print(f"[e2e] {dag_id} run {run_id}: {state} in {seconds:.0f}s")
+    assert state == "success", airflow_api.task_failures(dag_id, run_id)
+    tis = airflow_api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=200)["task_instances"]
+    states = {ti["task_id"]: ti["state"] for ti in tis}
+    assert states["dbt.dbt_producer_watcher"] == "success"
+    dbt_tasks = [t for t in states if t.startswith("dbt.") and t != "dbt.dbt_producer_watcher"]
+    assert len(dbt_tasks) >= 17 and {states[t] for t in dbt_tasks} == {"success"}, states
+    assert states["export_ml_tables"] == "success"
+    airflow_login(page, airflow, f"/dags/{dag_id}/runs/{run_id}")
+    page.get_by_text(run_id).first.wait_for()
+    page.wait_for_load_state("networkidle")
+    screenshot(page, "airflow-build-run")
