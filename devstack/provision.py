@@ -17,11 +17,8 @@ from pathlib import Path
 from devstack.credentials import ensure_password
 from devstack.env import AIRFLOW_PORT, REPO, airflow_env, env_host, pipeline_locations, tool
 from devstack.supervisor import tail
+from ml_tasks.contracts import POOLS  # name -> (slots, description), shared with the DAGs and make run
 
-#: name -> (slots, description). Every DuckDB writer task runs in ``warehouse_writer`` (single writer).
-POOLS: dict[str, tuple[int, str]] = {
-    "warehouse_writer": (1, "DuckDB warehouse: one writer at a time"),
-}
 #: key -> value. The DAGs read paths from IEP_* environment variables, so none are needed today.
 VARIABLES: dict[str, str] = {}
 #: conn_id -> connection URI. None needed today (DuckDB and MLflow are reached through IEP_*/MLFLOW_*).
