@@ -19,18 +19,20 @@ CHAMPION = CHAMPION_ALIAS
 CHALLENGER = CHALLENGER_ALIAS
 
 
-def log_interest_model(model_dir: Path, signature_example: Any, output_example: Any,
-                       metrics: Mapping[str, float] | None = None, register: bool = True) -> dict[str, Any]:
+def log_interest_model(model_dir: Path, signature_example: Any, metrics: Mapping[str, float] | None = None,
+                       register: bool = True) -> dict[str, Any]:
     """Log the whole scoring model (LSTM, PCA, predictor, vocabularies) as one pyfunc model.
 
-    Must be called inside an active run. Returns ``{"model_uri", "version"}``; the version is
-    ``None`` when ``register`` is false.
+    Must be called inside an active run. ``signature_example``: a few users' events, the served
+    model's input (its output for them completes the signature). Returns ``{"model_uri", "version"}``;
+    the version is ``None`` when ``register`` is false.
     """
     import mlflow
     from mlflow.models import infer_signature
 
     from ml_tasks.tracking.pyfunc import InterestModelPyfunc
 
+    output_example = InterestModelPyfunc.from_dir(model_dir).predict(None, signature_example)
     signature = infer_signature(signature_example, output_example, params={"top_n": 20})
     info = mlflow.pyfunc.log_model(
         name="user_interest_model",
