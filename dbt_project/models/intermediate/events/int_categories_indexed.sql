@@ -4,22 +4,23 @@
     load, even one with older events, only appends new numbers and never renumbers old ones, so a full
     refresh and an incremental run agree.
 
-    Read from the raw rows, not the deduplicated staging events: the result is the same (an event's first
-    load is its copies' smallest load_id, so a category's smallest load_id over its raw rows is its first
-    load, and that load's raw rows of the category are copies of exactly the events first loaded there),
-    and grouping the raw rows by (category, load) is far cheaper than deduplicating them first.
+    Read from the raw rows (stg_raw__event_rows), not the deduplicated staging events: the result is the
+    same (an event's first load is its copies' smallest load_id, so a category's smallest load_id over its
+    raw rows is its first load, and that load's raw rows of the category are copies of exactly the events
+    first loaded there), and grouping the raw rows by (category, load) is far cheaper than deduplicating
+    them first.
 -#}
 {{ config(materialized='table') }}
 
 with raw_events as (
-    select category_id, load_id, event_ts as event_at from {{ source('raw', 'events') }}
+    select * from {{ ref('stg_raw__event_rows') }}
 ),
 
 per_load as (
     select
         category_id,
         load_id as first_load_id,
-        min(event_at) as first_at_in_load,
+        min(event_at) as first_at_in_load
     from raw_events
     group by category_id, load_id
 ),
@@ -29,7 +30,7 @@ per_category as (
         category_id,
         min(first_load_id) as first_load_id,
         arg_min(first_at_in_load, first_load_id) as first_at_in_first_load,
-        min(first_at_in_load) as first_event_at,
+        min(first_at_in_load) as first_event_at
     from per_load
     group by category_id
 ),
@@ -40,7 +41,7 @@ final as (
             as category_idx,
         category_id,
         first_load_id,
-        first_event_at,
+        first_event_at
     from per_category
 )
 

@@ -23,35 +23,51 @@
 {{ config(materialized='table') }}
 
 with protocol as (
-    select * from {{ ref('ml_protocol') }}
+    select * from {{ ref('int_protocol_cutoffs') }}
 ),
 
 samples as (
-    select user_key, cutoff_step from {{ ref('int_user_cutoffs_enumerated') }} where split <> 'score'
+    select * from {{ ref('int_user_cutoffs_enumerated') }}
+),
+
+users_keyed as (
+    select * from {{ ref('int_users_keyed') }}
+),
+
+positioned_events as (
+    select * from {{ ref('int_events_positioned') }}
+),
+
+grid_samples as (
+    select
+        user_key,
+        cutoff_step
+    from samples
+    where split <> 'score'
 ),
 
 users as (
     select
-        users.user_key,
-        {{ bucket_of('users.first_event_ts', 'protocol.test_cutoff_ts') }} as first_bucket,
-        {{ bucket_of('users.last_event_ts', 'protocol.test_cutoff_ts') }} as last_bucket,
-    from {{ ref('int_users_keyed') }} as users
+        users_keyed.user_key,
+        {{ bucket_of('users_keyed.first_event_ts', 'protocol.test_cutoff_ts') }} as first_bucket,
+        {{ bucket_of('users_keyed.last_event_ts', 'protocol.test_cutoff_ts') }} as last_bucket
+    from users_keyed
     cross join protocol
 ),
 
 events as (
     select
-        events.user_key,
-        events.category_idx,
-        events.event_ts,
-        events.user_event_pos,
-        {{ event_weight_by_idx('events.event_type_idx') }} as weight,
-        {{ bucket_of('events.event_ts', 'protocol.test_cutoff_ts') }} as bucket,
+        positioned_events.user_key,
+        positioned_events.category_idx,
+        positioned_events.event_ts,
+        positioned_events.user_event_pos,
         protocol.test_cutoff_ts,
         users.first_bucket,
-        users.last_bucket - users.first_bucket >= {{ era_buckets }} as has_eras,
-    from {{ ref('int_events_positioned') }} as events
-    inner join users on events.user_key = users.user_key
+        {{ event_weight_by_idx('positioned_events.event_type_idx') }} as weight,
+        {{ bucket_of('positioned_events.event_ts', 'protocol.test_cutoff_ts') }} as bucket,
+        users.last_bucket - users.first_bucket >= {{ era_buckets }} as has_eras
+    from positioned_events
+    inner join users on positioned_events.user_key = users.user_key
     cross join protocol
 ),
 
@@ -59,8 +75,9 @@ anchored as (
     select
         *,
         (bucket - first_bucket) // {{ era_buckets }} as era,
-        test_cutoff_ts + (first_bucket + (bucket - first_bucket) // {{ era_buckets }} * {{ era_buckets }})
-            * {{ step_s }} as era_anchor_ts,
+        test_cutoff_ts
+        + (first_bucket + (bucket - first_bucket) // {{ era_buckets }} * {{ era_buckets }}) * {{ step_s }}
+            as era_anchor_ts
     from events
 ),
 
@@ -69,38 +86,55 @@ per_bucket as (
         user_key,
         category_idx,
         bucket,
+        {% for h in decay_half_lives() -%}
+            sum(weight * pow(2.0, (event_ts - era_anchor_ts) / {{ h * 3600 }}.0)) as mass_{{ h }}h,
+        {% endfor -%}
         any_value(era) as era,
         any_value(era_anchor_ts) as era_anchor_ts,
         any_value(has_eras) as has_eras,
         count(*) as n_events,
         sum(weight) as weighted_events,
         max(event_ts) as last_event_ts,
-        max(user_event_pos) as last_event_pos,
-        {% for h in decay_half_lives() -%}
-        sum(weight * pow(2.0, (event_ts - era_anchor_ts) / {{ h * 3600 }}.0)) as mass_{{ h }}h,
-        {% endfor %}
+        max(user_event_pos) as last_event_pos
     from anchored
     group by user_key, category_idx, bucket
 ),
 
+-- per user: the grid samples' cutoff steps and the buckets with events, on one axis
+steps as (
+    select
+        user_key,
+        cutoff_step as step,
+        false as is_bucket
+    from grid_samples
+    union all
+    select distinct
+        user_key,
+        bucket as step,
+        true as is_bucket
+    from per_bucket
+),
+
+steps_counted as (
+    select
+        user_key,
+        step,
+        is_bucket,
+        count(*) filter (where not is_bucket) over (
+            partition by user_key order by step, is_bucket rows between unbounded preceding and current row
+        ) as n_samples_seen,
+        count(*) filter (where not is_bucket) over (partition by user_key) as n_samples
+    from steps
+),
+
 -- per user and bucket: how many of the user's grid samples have their cutoff at or before the bucket
 samples_seen as (
-    select user_key, step as bucket, n_samples_seen, n_samples
-    from (
-        select
-            user_key,
-            step,
-            is_bucket,
-            count(*) filter (where not is_bucket) over (
-                partition by user_key order by step, is_bucket rows between unbounded preceding and current row
-            ) as n_samples_seen,
-            count(*) filter (where not is_bucket) over (partition by user_key) as n_samples,
-        from (
-            select user_key, cutoff_step as step, false as is_bucket from samples
-            union all
-            select distinct user_key, bucket as step, true as is_bucket from per_bucket
-        )
-    )
+    select
+        user_key,
+        step as bucket,
+        n_samples_seen,
+        n_samples
+    from steps_counted
     where is_bucket
 ),
 
@@ -108,7 +142,7 @@ with_seen as (
     select
         per_bucket.*,
         samples_seen.n_samples_seen,
-        samples_seen.n_samples,
+        samples_seen.n_samples
     from per_bucket
     inner join samples_seen
         on per_bucket.user_key = samples_seen.user_key and per_bucket.bucket = samples_seen.bucket
@@ -117,16 +151,16 @@ with_seen as (
 running as (
     select
         *,
-        cast(sum(n_events) over through_bucket as bigint) as n_through_bucket,
-        sum(weighted_events) over through_bucket as weighted_through_bucket,
-        coalesce(lead(n_samples_seen) over through_bucket, n_samples) as covers_to_rank,
         {% for i in range(1, H) -%}
-        lag(bucket, {{ i }}) over through_bucket as bucket_lag_{{ i }},
-        lag(n_events, {{ i }}) over through_bucket as n_events_lag_{{ i }},
+            lag(bucket, {{ i }}) over through_bucket as bucket_lag_{{ i }},
+            lag(n_events, {{ i }}) over through_bucket as n_events_lag_{{ i }},
         {% endfor -%}
         {% for h in decay_half_lives() -%}
-        sum(mass_{{ h }}h) over through_bucket as running_mass_{{ h }}h,
-        {% endfor %}
+            sum(mass_{{ h }}h) over through_bucket as running_mass_{{ h }}h,
+        {% endfor -%}
+        cast(sum(n_events) over through_bucket as bigint) as n_through_bucket,
+        sum(weighted_events) over through_bucket as weighted_through_bucket,
+        coalesce(lead(n_samples_seen) over through_bucket, n_samples) as covers_to_rank
     from with_seen
     window through_bucket as (
         partition by user_key, category_idx order by bucket rows between unbounded preceding and current row
@@ -135,7 +169,8 @@ running as (
 
 -- users with more than one era: running masses restart per era, plus the previous era's total
 era_rows as (
-    select * from per_bucket where has_eras
+    select * from per_bucket
+    where has_eras
 ),
 
 era_running as (
@@ -143,13 +178,28 @@ era_running as (
         user_key,
         category_idx,
         bucket,
+        {% for h in decay_half_lives() -%}
+            sum(mass_{{ h }}h) over through_bucket_in_era as era_mass_{{ h }}h,
+        {% endfor -%}
+        era
+    from era_rows
+    window through_bucket_in_era as (
+        partition by user_key, category_idx, era
+        order by bucket rows between unbounded preceding and current row
+    )
+),
+
+era_totals as (
+    select
+        user_key,
+        category_idx,
         era,
         {% for h in decay_half_lives() -%}
-        sum(mass_{{ h }}h) over (
-            partition by user_key, category_idx, era order by bucket rows between unbounded preceding and current row
-        ) as era_mass_{{ h }}h,
-        {% endfor %}
+            sum(mass_{{ h }}h) as total_mass_{{ h }}h,
+        {% endfor -%}
+        any_value(era_anchor_ts) as era_anchor_ts
     from era_rows
+    group by user_key, category_idx, era
 ),
 
 previous_eras as (
@@ -157,37 +207,27 @@ previous_eras as (
         user_key,
         category_idx,
         era,
-        lag(era_anchor_ts) over by_era as previous_era_anchor_ts,
         {% for h in decay_half_lives() -%}
-        lag(total_mass_{{ h }}h) over by_era as previous_era_mass_{{ h }}h,
-        {% endfor %}
-    from (
-        select
-            user_key,
-            category_idx,
-            era,
-            any_value(era_anchor_ts) as era_anchor_ts,
-            {% for h in decay_half_lives() -%}
-            sum(mass_{{ h }}h) as total_mass_{{ h }}h,
-            {% endfor %}
-        from era_rows
-        group by user_key, category_idx, era
-    )
+            lag(total_mass_{{ h }}h) over by_era as previous_era_mass_{{ h }}h,
+        {% endfor -%}
+        lag(era_anchor_ts) over by_era as previous_era_anchor_ts
+    from era_totals
     window by_era as (partition by user_key, category_idx order by era)
 ),
 
 eras as (
     select
         era_running.*,
-        previous_eras.previous_era_anchor_ts,
         {% for h in decay_half_lives() -%}
-        previous_eras.previous_era_mass_{{ h }}h,
-        {% endfor %}
+            previous_eras.previous_era_mass_{{ h }}h,
+        {% endfor -%}
+        previous_eras.previous_era_anchor_ts
     from era_running
     inner join previous_eras
-        on era_running.user_key = previous_eras.user_key
-        and era_running.category_idx = previous_eras.category_idx
-        and era_running.era = previous_eras.era
+        on
+            era_running.user_key = previous_eras.user_key
+            and era_running.category_idx = previous_eras.category_idx
+            and era_running.era = previous_eras.era
 ),
 
 final as (
@@ -201,26 +241,33 @@ final as (
         running.last_event_ts,
         running.last_event_pos,
         {% for d in range(H) -%}
-        cast(running.n_events
-            {%- for i in range(1, H) %}
-            + case when running.bucket - running.bucket_lag_{{ i }} <= {{ d }} then running.n_events_lag_{{ i }} else 0 end
-            {%- endfor %}
-        as bigint) as n_through_d{{ d }},
+            cast(
+                running.n_events
+                {%- for i in range(1, H) %}
+                    + case
+                        when running.bucket - running.bucket_lag_{{ i }} <= {{ d }}
+                            then running.n_events_lag_{{ i }}
+                        else 0
+                    end
+                {%- endfor %}
+                as bigint
+            ) as n_through_d{{ d }},
         {% endfor -%}
         running.era_anchor_ts,
         eras.previous_era_anchor_ts,
         {% for h in decay_half_lives() -%}
-        coalesce(eras.era_mass_{{ h }}h, running.running_mass_{{ h }}h) as era_mass_{{ h }}h,
-        coalesce(eras.previous_era_mass_{{ h }}h, 0.0) as previous_era_mass_{{ h }}h,
+            coalesce(eras.era_mass_{{ h }}h, running.running_mass_{{ h }}h) as era_mass_{{ h }}h,
+            coalesce(eras.previous_era_mass_{{ h }}h, 0.0) as previous_era_mass_{{ h }}h,
         {% endfor -%}
         running.n_samples_seen + 1 as covers_from_rank,
-        running.covers_to_rank,
+        running.covers_to_rank
     from running
     left join eras
-        on running.has_eras
-        and running.user_key = eras.user_key
-        and running.category_idx = eras.category_idx
-        and running.bucket = eras.bucket
+        on
+            running.has_eras
+            and running.user_key = eras.user_key
+            and running.category_idx = eras.category_idx
+            and running.bucket = eras.bucket
 )
 
 select * from final

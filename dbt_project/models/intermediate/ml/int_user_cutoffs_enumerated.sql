@@ -17,22 +17,22 @@
 {{ config(materialized='table') }}
 
 with protocol as (
-    select * from {{ ref('ml_protocol') }}
+    select * from {{ ref('int_protocol_cutoffs') }}
 ),
 
 events as (
-    select user_key, event_ts from {{ ref('int_events_positioned') }}
+    select * from {{ ref('int_events_positioned') }}
 ),
 
 users as (
-    select user_key, n_events from {{ ref('int_users_keyed') }}
+    select * from {{ ref('int_users_keyed') }}
 ),
 
 user_buckets as (
     select
         events.user_key,
         {{ bucket_of('events.event_ts', 'protocol.test_cutoff_ts') }} as bucket,
-        count(*) as n_events,
+        count(*) as n_events
     from events
     cross join protocol
     group by all
@@ -44,17 +44,23 @@ cumulative as (
         bucket,
         cast(sum(n_events) over (
             partition by user_key order by bucket rows between unbounded preceding and current row
-        ) as bigint) as n_through_bucket,
+        ) as bigint) as n_through_bucket
     from user_buckets
 ),
 
 -- cutoffs whose label window holds the bucket: j in [bucket - H + 1, bucket], exported ones only
+window_cutoffs as (
+    select
+        user_key,
+        unnest(range(bucket - {{ H }} + 1, bucket + 1)) as cutoff_step
+    from user_buckets
+),
+
 candidates as (
-    select distinct user_key, cutoff_step
-    from (
-        select user_key, unnest(range(bucket - {{ H }} + 1, bucket + 1)) as cutoff_step
-        from user_buckets
-    )
+    select distinct
+        user_key,
+        cutoff_step
+    from window_cutoffs
     where cutoff_step = 0 or cutoff_step <= -{{ H }}
 ),
 
@@ -62,7 +68,7 @@ with_history as (
     select
         candidates.user_key,
         candidates.cutoff_step,
-        cumulative.n_through_bucket as n_history_events,
+        cumulative.n_through_bucket as n_history_events
     from candidates
     asof inner join cumulative
         on candidates.user_key = cumulative.user_key and candidates.cutoff_step > cumulative.bucket
@@ -71,11 +77,12 @@ with_history as (
 with_label_end as (
     select
         with_history.*,
-        cumulative.n_through_bucket as n_until_label_end,
+        cumulative.n_through_bucket as n_until_label_end
     from with_history
     asof inner join cumulative
-        on with_history.user_key = cumulative.user_key
-        and with_history.cutoff_step + {{ H }} > cumulative.bucket
+        on
+            with_history.user_key = cumulative.user_key
+            and with_history.cutoff_step + {{ H }} > cumulative.bucket
 ),
 
 grid_samples as (
@@ -91,7 +98,7 @@ grid_samples as (
         with_label_end.n_history_events,
         with_label_end.n_until_label_end,
         row_number() over (partition by with_label_end.user_key order by with_label_end.cutoff_step)
-            as sample_rank,
+            as sample_rank
     from with_label_end
     cross join protocol
 ),
@@ -104,7 +111,7 @@ score_samples as (
         'score' as split,
         users.n_events as n_history_events,
         users.n_events as n_until_label_end,
-        0 as sample_rank,
+        0 as sample_rank
     from users
     cross join protocol
 ),

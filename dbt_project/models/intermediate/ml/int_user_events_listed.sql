@@ -7,9 +7,9 @@
 ) }}
 
 with events as (
-    select * from {{ ref('fct_events') }}
+    select * from {{ ref('int_events_enriched') }}
     {% if is_incremental() -%}
-    where user_id in ({{ affected_users(ref('fct_events')) }})
+        where user_id in ({{ affected_users(ref('int_events_enriched')) }})
     {%- endif %}
 ),
 
@@ -20,7 +20,7 @@ final as (
         list(event_ts order by user_event_pos) as event_ts_list,
         list(category_idx order by user_event_pos) as category_idx_list,
         list(event_type_idx order by user_event_pos) as event_type_idx_list,
-        max(last_load_id) as last_load_id,
+        max(last_load_id) as last_load_id
     from events
     group by user_id
 )

@@ -3,17 +3,27 @@
 {{ config(materialized='table') }}
 
 with histories as (
-    select user_id, n_events, event_ts_list from {{ ref('int_user_events_listed') }}
+    select * from {{ ref('int_user_events_listed') }}
+),
+
+keyed as (
+    select
+        user_id,
+        n_events,
+        event_ts_list[1] as first_event_ts,
+        event_ts_list[-1] as last_event_ts,
+        row_number() over (order by user_id) as user_key
+    from histories
 ),
 
 final as (
     select
         user_id,
-        row_number() over (order by user_id) as user_key,
+        user_key,
         n_events,
-        event_ts_list[1] as first_event_ts,
-        event_ts_list[-1] as last_event_ts,
-    from histories
+        first_event_ts,
+        last_event_ts
+    from keyed
 )
 
 select * from final
