@@ -15,7 +15,7 @@ histories as (
 ),
 
 users as (
-    select user_id, user_key from {{ ref('int_users_keyed') }}
+    select * from {{ ref('int_users_keyed') }}
 ),
 
 joined as (
@@ -28,7 +28,7 @@ joined as (
         greatest(samples.n_history_events - {{ L }}, 0) + 1 as first_pos,
         histories.event_ts_list,
         histories.category_idx_list,
-        histories.event_type_idx_list,
+        histories.event_type_idx_list
     from samples
     inner join users on samples.user_key = users.user_key
     inner join histories on users.user_id = histories.user_id
@@ -43,9 +43,12 @@ sliced as (
         list_slice(category_idx_list, first_pos, n_history_events) as seq_category_idx,
         list_slice(event_type_idx_list, first_pos, n_history_events) as seq_event_type_idx,
         list_transform(
-            list_slice(event_ts_list, first_pos, n_history_events), lambda ts: (cutoff_ts - ts) / 3600.0
+            list_slice(event_ts_list, first_pos, n_history_events),
+            lambda event_time: (cutoff_ts - event_time) / 3600.0
         ) as seq_gap_hours,
-        list_histogram(list_slice(category_idx_list, n_history_events + 1, n_until_label_end)) as label,
+        list_histogram(
+            list_slice(category_idx_list, n_history_events + 1, n_until_label_end)
+        ) as label_histogram
     from joined
 ),
 
@@ -58,8 +61,8 @@ final as (
         cast(seq_category_idx as integer[]) as seq_category_idx,
         cast(seq_event_type_idx as integer[]) as seq_event_type_idx,
         cast(seq_gap_hours as double[]) as seq_gap_hours,
-        cast(coalesce(map_keys(label), []) as integer[]) as label_category_idx,
-        cast(coalesce(map_values(label), []) as integer[]) as label_event_counts,
+        cast(coalesce(map_keys(label_histogram), []) as integer[]) as label_category_idx,
+        cast(coalesce(map_values(label_histogram), []) as integer[]) as label_event_counts
     from sliced
 )
 

@@ -9,7 +9,7 @@ renamed as (
         category_id,
         event_type,
         event_ts as event_at,
-        load_id,
+        load_id
     from source
 ),
 
@@ -22,9 +22,16 @@ deduplicated as (
         event_at,
         min(load_id) as first_load_id,
         max(load_id) as last_load_id,
-        count(*) as n_copies,
+        count(*) as n_copies
     from renamed
     group by user_id, item_id, category_id, event_type, event_at
+),
+
+converted as (
+    select
+        *,
+        epoch_ms(event_at) // 1000 as event_ts
+    from deduplicated
 ),
 
 final as (
@@ -34,11 +41,11 @@ final as (
         category_id,
         event_type,
         event_at,
-        epoch_ms(event_at) // 1000 as event_ts,
+        event_ts,
         first_load_id,
         last_load_id,
-        n_copies,
-    from deduplicated
+        n_copies
+    from converted
 )
 
 select * from final

@@ -15,7 +15,7 @@ final as (
         rows_duplicate,
         blank_lines,
         loaded_at,
-        duration_s,
+        duration_s
     from source
 )
 

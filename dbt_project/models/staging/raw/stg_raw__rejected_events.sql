@@ -8,7 +8,7 @@ final as (
         source_file,
         line_number,
         raw_line,
-        reason,
+        reason
     from source
 )
 
