@@ -7,13 +7,12 @@ imported when a task runs.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import Asset, get_current_context
 
-from ml_tasks.contracts import WAREHOUSE_POOL  # noqa: F401  (re-exported for the DAG files)
+from ml_tasks.contracts import REGISTRY_POOL, WAREHOUSE_POOL  # noqa: F401  (re-exported for the DAG files)
 
 #: raw behaviour rows landed in the warehouse (``raw.events``)
 RAW_EVENTS = Asset(name="raw_events", uri="duckdb://warehouse/raw/events", group="warehouse")
@@ -44,8 +43,7 @@ def run_step(task_id: str, **kwargs) -> dict:
 
 
 def run_dir(dag_id: str, run_id: str) -> Path:
-    """Artifact folder of one DAG run: tasks exchange files here, XCom carries only paths."""
+    """Artifact folder of one DAG run (``ml_tasks.config.Paths.run_dir``): XCom carries only paths."""
     from ml_tasks.config import Paths
 
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
-    return Paths.from_env().artifact_dir / dag_id / safe
+    return Paths.from_env().run_dir(dag_id, run_id)

@@ -28,7 +28,7 @@ promotion margin. Daily updates are `update_interest_model`.
 from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
-from pipeline_common import DEFAULT_ARGS, INTEREST_SCORES, START_DATE, WAREHOUSE_POOL, run_step
+from pipeline_common import DEFAULT_ARGS, INTEREST_SCORES, REGISTRY_POOL, START_DATE, WAREHOUSE_POOL, run_step
 
 MODEL_PARAMS = {
     "seed": Param(42, type="integer", minimum=0, description="Random seed (Keras, NumPy, scikit-learn)."),
@@ -75,7 +75,7 @@ def train_interest_model():
     def evaluate(_: dict) -> dict:
         return run_step("evaluate")
 
-    @task
+    @task(pool=REGISTRY_POOL)
     def register_model(_: dict, params=None) -> dict:
         return run_step("register_model", margin=params["promotion_margin"])
 

@@ -26,7 +26,15 @@ Rollback: trigger with `rollback_to_version` set to point `champion` at an earli
 from __future__ import annotations
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from pipeline_common import DEFAULT_ARGS, INTEREST_SCORES, ML_SEQUENCES, START_DATE, WAREHOUSE_POOL, run_step
+from pipeline_common import (
+    DEFAULT_ARGS,
+    INTEREST_SCORES,
+    ML_SEQUENCES,
+    REGISTRY_POOL,
+    START_DATE,
+    WAREHOUSE_POOL,
+    run_step,
+)
 
 
 @dag(
@@ -52,7 +60,7 @@ from pipeline_common import DEFAULT_ARGS, INTEREST_SCORES, ML_SEQUENCES, START_D
     },
 )
 def update_interest_model():
-    @task.short_circuit
+    @task.short_circuit(pool=REGISTRY_POOL)  # a rollback moves the champion alias
     def start_update(params=None) -> dict | bool:
         """Rollback requests end the run here; otherwise open the MLflow parent run."""
         from ml_tasks.config import Paths
@@ -76,7 +84,7 @@ def update_interest_model():
     def evaluate(_: dict) -> dict:
         return run_step("evaluate")
 
-    @task
+    @task(pool=REGISTRY_POOL)
     def register_model(_: dict, params=None) -> dict:
         return run_step("register_model", margin=params["promotion_margin"])
 

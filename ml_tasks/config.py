@@ -53,6 +53,19 @@ class Paths:
                 overrides[key] = Path(value).expanduser().resolve()
         return replace(paths, **overrides)
 
+    def run_dir(self, pipeline: str, run_id: str) -> Path:
+        """The artifact folder of one run of ``pipeline``: tasks exchange files here.
+
+        Injective and confined: every byte of ``run_id`` other than ASCII letters, digits, ``_`` and ``-``
+        is written as ``%XX``, so two run ids never share a folder and none (``..``, ``a/../b``) leaves
+        ``artifact_dir/pipeline``.
+        """
+        if not run_id or not pipeline.replace("_", "").isalnum():
+            raise PipelineError(f"a run needs a non-empty run id and a plain pipeline name, got {pipeline!r}/{run_id!r}")
+        safe = "".join(chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "_-") else f"%{b:02X}"
+                       for b in run_id.encode())
+        return self.artifact_dir / pipeline / safe
+
     @property
     def mlflow_artifact_root(self) -> Path:
         return Path(os.environ.get("IEP_MLFLOW_ARTIFACT_ROOT", self.data_dir / "mlflow" / "artifacts"))

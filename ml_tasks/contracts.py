@@ -22,6 +22,10 @@ EVENT_WEIGHTS: dict[str, float] = {
 }
 CANONICAL_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "category_id", "event_type", "event_ts")
 SOURCE_FORMATS: tuple[str, ...] = ("generic", "taobao", "movielens")
+#: ingest: a file with a larger share of rejected rows fails as a whole (``--max-reject-ratio``)
+MAX_REJECT_RATIO = 0.2
+#: ingest_events: folders (os.pathsep-separated) besides the landing folder that ``events_path`` may name
+INGEST_ROOTS_ENV = "IEP_INGEST_ROOTS"
 
 # --- category vocabulary -----------------------------------------------------------------------
 #: category_idx 0 is the padding value in sequences; real categories are 1..n
@@ -108,8 +112,14 @@ PAIR_FEATURE_COLUMNS: tuple[str, ...] = EXPORT_COLUMNS[EXPORT_PAIR_FEATURES][3:]
 # --- Airflow pools (the DAGs run their tasks in them; devstack, make run and the tests create them) ----
 #: every task that writes the DuckDB warehouse runs in this pool; one slot, because DuckDB has one writer
 WAREHOUSE_POOL = "warehouse_writer"
+#: every task that changes the model registry (new versions, aliases) runs in this pool: the weekly
+#: training and the daily update never move the champion alias at the same time
+REGISTRY_POOL = "model_registry"
 #: name -> (slots, description)
-POOLS: dict[str, tuple[int, str]] = {WAREHOUSE_POOL: (1, "DuckDB warehouse: one writer at a time")}
+POOLS: dict[str, tuple[int, str]] = {
+    WAREHOUSE_POOL: (1, "DuckDB warehouse: one writer at a time"),
+    REGISTRY_POOL: (1, "MLflow model registry: one version/alias writer at a time"),
+}
 
 # --- MLflow ------------------------------------------------------------------------------------
 EXPERIMENT_NAME = "user_interest"

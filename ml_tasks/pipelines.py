@@ -81,7 +81,7 @@ def run(pipeline: str, paths: Paths, run_dir: Path | None = None,
 
     Returns each step's result by task id, with its wall time (``seconds``).
     """
-    run_dir = run_dir or paths.artifact_dir / "cli" / f"{pipeline}_{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}"
+    run_dir = run_dir or paths.run_dir(pipeline, f"cli_{time.strftime('%Y%m%dT%H%M%S')}_{os.getpid()}")
     out: dict[str, Any] = {}
     for chosen in PIPELINES[pipeline]:
         if chosen.task_id in skip:

@@ -31,3 +31,23 @@ def test_a_missing_file_is_one_sentence_and_exit_2(tmp_path, capsys):
     assert main(["ingest", "--events", str(tmp_path / "nope.csv"), "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {tmp_path / 'nope.csv'}: no such file or folder"
+
+
+def test_run_folders_are_injective_and_confined(tmp_path):
+    import pytest
+
+    from ml_tasks.config import Paths
+    from ml_tasks.errors import PipelineError
+
+    paths = Paths.from_env(data_dir=tmp_path, artifact_dir=tmp_path / "artifacts")
+    root = paths.artifact_dir / "train_interest_model"
+    ids = ["manual__2026-01-01T00:00:00+00:00", "..", "a/../../b", "a b", "a_b", "a%20b", "ü", "."]
+    folders = [paths.run_dir("train_interest_model", i) for i in ids]
+    assert len(set(folders)) == len(ids)  # injective
+    for folder in folders:
+        assert folder.parent == root and folder.resolve().parent == root.resolve()  # confined
+    assert paths.run_dir("train_interest_model", "scheduled__x").name == "scheduled__x"  # readable
+    with pytest.raises(PipelineError):
+        paths.run_dir("train_interest_model", "")
+    with pytest.raises(PipelineError):
+        paths.run_dir("../x", "run")

@@ -1,5 +1,4 @@
-"""Registration: one pyfunc version per run, the champion/challenger gate, manual promotion.
-"""
+"""Registration: one pyfunc version per run, the champion/challenger gate, manual promotion."""
 
 from __future__ import annotations
 
@@ -18,28 +17,45 @@ from ml_tasks.steps.state import load_data, read_state, record_decision, update_
 
 
 def register_model(paths: Paths, run_dir: Path, margin: float = 0.0) -> dict:
-    """Log the model as one pyfunc version of ``user_interest_model`` and apply the champion gate.
+    """Register the run's model as one version of ``user_interest_model`` and apply the champion gate.
 
-    Idempotent per run: a retried task finds the version it registered and repeats no alias change.
+    Idempotent per run: the version is created with the run's folder as a tag and recorded in the run
+    state right after, so a retried task finds it (in the state, or by the tag after a crash between
+    the two) and registers no second one. The gate compares against the champion the evaluation saw;
+    right before changing an alias it reads the champion again, and when another run has moved it
+    meanwhile the decision is refused (no alias changes) instead of applied to a different champion.
+    With nothing new since the champion (a periodic update with no new samples) nothing is registered.
     """
-
     state = read_state(run_dir)
     if state.get("registered"):
         return state["registered"]
+    if state.get("nothing_new"):
+        decision = {"version": None, "promoted": False, "kind": state["kind"], "decided_at": int(time.time()),
+                    "champion_before": state.get("champion_at_start"),
+                    "reason": f"nothing new since champion v{state.get('champion_at_start')} "
+                              f"(no samples after its training limit); no version registered"}
+        update_state(run_dir, registered=decision)
+        return decision
     report = json.loads((run_dir / "report.json").read_text())
     metrics = report["results"][MODEL_NAME]
     champion = state.get("champion_at_start")
     champion_ndcg = (report.get("champion", {}).get("metrics") or {}).get("ndcg@10")
     promote_it, reason = gate(metrics["ndcg@10"], champion_ndcg, margin)
-    data = load_data(paths)
-    model_dir = run_dir / "model"
-    _write_serving_extras(model_dir, data)
-    example = _signature_example(data)
     with tracking.step_run(paths, state["parent_run_id"], "register_model"):
-
-        logged = tracking.log_interest_model(model_dir, example, metrics=metrics)
-        version = logged["version"]
+        version = state.get("registered_version") or tracking.find_version(paths, "run_dir", str(run_dir))
+        if version is None:
+            data = load_data(paths)
+            model_dir = run_dir / "model"
+            _write_serving_extras(model_dir, data)
+            logged = tracking.log_interest_model(model_dir, _signature_example(data), metrics=metrics,
+                                                 register_tags={"run_dir": str(run_dir), "kind": state["kind"]})
+            version = logged["version"]
+        update_state(run_dir, registered_version=version)
         tracking.log_metrics(metrics)
+        now_champion = tracking.alias_version(paths, tracking.CHAMPION)
+        if now_champion != champion and now_champion != version:
+            promote_it, reason = False, (f"refused: the champion moved from v{champion} to v{now_champion} after "
+                                         f"this run evaluated against v{champion}; no alias changed")
         tracking.log_params({"gate.margin": margin, "gate.champion_before": champion,
                              "gate.promoted": promote_it, "gate.reason": reason})
         run_id = tracking.active_run_id()
@@ -47,15 +63,15 @@ def register_model(paths: Paths, run_dir: Path, margin: float = 0.0) -> dict:
                 "champion_before": champion, "candidate_ndcg@10": metrics["ndcg@10"],
                 "champion_ndcg@10": champion_ndcg, "kind": state["kind"], "run_id": run_id,
                 "decided_at": int(time.time())}
-    tracking.set_version_tags(paths, version, {"gate_decision": "promoted" if promote_it else "rejected",
-                                               "gate_reason": reason, "kind": state["kind"],
-                                               "ndcg_at_10": f"{metrics['ndcg@10']:.6f}",
-                                               "run_dir": str(run_dir)})
+    refused = reason.startswith("refused")
+    tracking.set_version_tags(paths, version, {
+        "gate_decision": "refused" if refused else "promoted" if promote_it else "rejected",
+        "gate_reason": reason, "ndcg_at_10": f"{metrics['ndcg@10']:.6f}"})
     if promote_it:
         tracking.set_alias(paths, tracking.CHAMPION, version)
         if champion is not None:
             tracking.set_alias(paths, tracking.CHALLENGER, champion)
-    else:
+    elif not refused:
         tracking.set_alias(paths, tracking.CHALLENGER, version)
     record_decision(paths, decision)
     update_state(run_dir, registered=decision)

@@ -122,7 +122,8 @@ def fit_model(paths: Paths, run_dir: Path) -> dict:
 
 def fine_tune_challenger(paths: Paths, run_dir: Path) -> dict:
     """A challenger fine-tuned from the champion's weights on the newest window (or trained from
-    scratch when there is no champion yet)."""
+    scratch when there is no champion yet). With nothing new since the champion's training limit there
+    is no challenger: the run goes on with the champion and registers nothing."""
     state = read_state(run_dir)
     champion = state.get("champion_at_start")
     if champion is None:
@@ -132,6 +133,12 @@ def fine_tune_challenger(paths: Paths, run_dir: Path) -> dict:
     config = model_config(state)
     data = load_data(paths)
     base = tracking.load_fitted_model(paths, champion)
+    if data.test_cutoff_ts <= base.trained_until_ts:  # no labelled sample the champion has not seen
+        base.save(run_dir / "model")
+        update_state(run_dir, fine_tuned_from=champion, nothing_new=True)
+        log.warning("nothing new since champion v%s (trained until %s): no challenger", champion,
+                    base.trained_until_ts)
+        return {"fine_tuned_from": champion, "nothing_new": True, "n_components": base.n_components}
     with tracking.step_run(paths, state["parent_run_id"], "fine_tune_challenger"):
         tracking.log_params({"fine_tuned_from_version": champion, "fine_tune_epochs": config.fine_tune_epochs})
         tuned = fine_tune(base, data, config)

@@ -54,6 +54,13 @@ def test_warehouse_writers_share_one_pool(dagbag):
         assert dagbag.get_dag(dag_id).get_task("score_users").pool == "warehouse_writer"
 
 
+def test_registry_writers_share_one_pool(dagbag):
+    """Training and the daily update never change versions or aliases at the same time."""
+    for dag_id in ("train_interest_model", "update_interest_model"):
+        assert dagbag.get_dag(dag_id).get_task("register_model").pool == "model_registry"
+    assert dagbag.get_dag("update_interest_model").get_task("start_update").pool == "model_registry"  # rollback
+
+
 @pytest.mark.parametrize("dag_id", ["train_interest_model", "update_interest_model"])
 def test_model_dags_follow_the_one_step_list(dagbag, dag_id):
     """The DAG's tasks, in dependency order, are ``ml_tasks.pipelines``' steps (which the CLI runs too)."""

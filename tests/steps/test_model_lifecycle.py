@@ -185,8 +185,8 @@ def test_champion_is_servable_with_mlflow_models_serve(trained):
     env = {**os.environ, "MLFLOW_TRACKING_URI": paths.tracking_uri}
     env.pop("PYTHONPATH", None)  # the model carries its own code
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "servers.py"), "model", "--port", str(port)],
-        env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [sys.executable, "-m", "devstack", "model", "--port", str(port)],
+        env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 240
@@ -236,3 +236,103 @@ def test_champion_is_servable_with_mlflow_models_serve(trained):
             os.killpg(proc.pid, signal.SIGKILL)
             raise
     assert code == 0, proc.stdout.read()[-3000:]
+
+
+def _candidate_run(paths, trained_result, tmp_path, name: str):
+    """A new run folder holding a copy of the champion's fitted model, evaluated against the champion."""
+    import shutil
+    from pathlib import Path
+
+    from ml_tasks.steps import evaluate as evaluate_step
+    from ml_tasks.steps import train
+
+    run_dir = tmp_path / name
+    train.start_training(paths, run_dir, kind=name)
+    shutil.copytree(Path(trained_result["start_training"]["run_dir"]) / "model", run_dir / "model")
+    evaluate_step.evaluate(paths, run_dir)
+    return run_dir
+
+
+def _n_versions(paths) -> int:
+    from ml_tasks import tracking
+
+    return len(tracking.client(paths).search_model_versions("name='user_interest_model'"))
+
+
+def test_register_retried_after_a_crash_between_registering_and_aliasing(trained, tmp_path, monkeypatch):
+    """The retry finds the version the crashed attempt registered and registers no second one."""
+    from ml_tasks import tracking
+    from ml_tasks.steps import register
+    from ml_tasks.steps.state import read_state
+
+    paths, result = trained
+    run_dir = _candidate_run(paths, result, tmp_path, "crash_test")
+    before = _n_versions(paths)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("worker killed")
+
+    monkeypatch.setattr(tracking, "set_version_tags", crash)
+    with pytest.raises(KeyboardInterrupt):
+        register.register_model(paths, run_dir, margin=0.5)
+    monkeypatch.undo()
+    assert _n_versions(paths) == before + 1
+    registered = read_state(run_dir)["registered_version"]  # recorded right after registration
+    # a crash before even the state was written: the version is found by its run_dir tag
+    state = json.loads((run_dir / "state.json").read_text())
+    state.pop("registered_version")
+    (run_dir / "state.json").write_text(json.dumps(state))
+    decision = register.register_model(paths, run_dir, margin=0.5)
+    assert decision["version"] == registered and _n_versions(paths) == before + 1
+    assert register.register_model(paths, run_dir, margin=0.5) == decision  # and once more: nothing new
+
+
+def test_gate_refuses_a_decision_taken_against_a_champion_that_has_since_changed(trained, tmp_path):
+    from ml_tasks import tracking
+    from ml_tasks.steps import register
+
+    paths, result = trained
+    champion = tracking.alias_version(paths, tracking.CHAMPION)
+    run_dir = _candidate_run(paths, result, tmp_path, "stale_test")  # evaluated against `champion`
+    other = max(int(v.version) for v in tracking.client(paths).search_model_versions("name='user_interest_model'")
+                if int(v.version) != champion)
+    register.promote(paths, other, reason="another run promoted meanwhile")
+    try:
+        decision = register.register_model(paths, run_dir, margin=-1.0)  # would promote against `champion`
+        assert decision["promoted"] is False and decision["reason"].startswith("refused"), decision
+        assert tracking.alias_version(paths, tracking.CHAMPION) == other
+        assert tracking.version_info(paths, decision["version"])["tags"]["gate_decision"] == "refused"
+        assert decision["version"] not in (tracking.alias_version(paths, tracking.CHAMPION),
+                                           tracking.alias_version(paths, tracking.CHALLENGER))
+    finally:
+        register.promote(paths, champion, reason="restore the champion of the other tests")
+
+
+def test_a_version_whose_files_changed_is_refused_before_unpickling(trained, monkeypatch):
+    import urllib.parse
+    from pathlib import Path
+
+    import mlflow
+
+    from ml_tasks import tracking
+
+    paths, _ = trained
+    champion = tracking.alias_version(paths, tracking.CHAMPION)
+    client = tracking.client(paths)
+    model_id = client.get_model_version("user_interest_model", str(champion)).source.removeprefix("models:/")
+    stored = Path(urllib.parse.urlparse(client.get_logged_model(model_id).artifact_location).path)
+    serving_json = next(stored.rglob("serving.json"))  # in the artifact store, as a writer of it would see it
+    original = serving_json.read_bytes()
+    serving_json.write_bytes(original.replace(b"horizon_hours", b"horizon_hourz"))
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a tampered model was loaded")
+
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", must_not_load)
+    try:
+        with pytest.raises(tracking.RegistryError, match="files changed after registration"):
+            tracking.load_fitted_model(paths, champion)
+    finally:
+        serving_json.write_bytes(original)
+    monkeypatch.undo()
+    assert tracking.load_fitted_model(paths, champion).n_components > 0  # intact again: loads

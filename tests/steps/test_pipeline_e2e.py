@@ -71,11 +71,15 @@ def test_dags_run_the_whole_pipeline(airflow_db, pipeline_paths, monkeypatch):
     trajectory_users = _query(paths.warehouse, "select count(distinct user_id) from serving.user_interest_trajectory")
     assert trajectory_users[0][0] == scored[0][0]
 
+    # the daily update on the same data: nothing new since the champion, so no version and it says so
     _run(bag.get_dag("update_interest_model"), epochs=1, promotion_margin=0.0)
-    assert tracking.alias_version(paths, tracking.CHAMPION) in (1, 2)
-    assert {tracking.alias_version(paths, tracking.CHAMPION), tracking.alias_version(paths, tracking.CHALLENGER)} \
-        == {1, 2}
+    assert tracking.alias_version(paths, tracking.CHAMPION) == 1
+    assert tracking.alias_version(paths, tracking.CHALLENGER) is None
+    assert len(tracking.client(paths).search_model_versions("name='user_interest_model'")) == 1
     status = status_step.status(paths)
     assert status["n_scored_users"] > 0
-    assert status["last_gate_decision"]["version"] == 2
+    assert status["last_gate_decision"]["version"] == 1  # the train run's decision: the update recorded none
+    last_run = json.loads((paths.data_dir / "last_run.json").read_text())
+    assert last_run["kind"] == "periodic_update"
+    assert last_run["registered"]["version"] is None and "nothing new" in last_run["registered"]["reason"]
     json.dumps(status)
