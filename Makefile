@@ -59,7 +59,7 @@ test-e2e: install browser ## the browser tests against the real Airflow and MLfl
 	$(BIN)/python -m pytest -m e2e
 
 lint: install ## ruff, the import contract (import-linter) and sqlfluff on the dbt SQL
-	$(BIN)/ruff check ml_tasks dags tests bench scripts
+	$(BIN)/ruff check ml_tasks dags tests bench scripts devstack
 	$(BIN)/lint-imports
 	cd dbt_project && ../$(BIN)/sqlfluff lint models --processes 1
 

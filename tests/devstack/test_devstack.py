@@ -43,13 +43,6 @@ def test_compose_env_needs_only_the_standard_library(tmp_path):
     assert again.returncode == 2 and "--force" in again.stderr
 
 
-def test_the_old_script_path_runs_the_same_cli():
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "servers.py"), "model", "--help"], cwd="/",
-                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "--alias" in proc.stdout
-
-
 def test_cli_flags():
     args = parser().parse_args(["airflow", "--port", "9", "--no-triggerer", "--timeout", "5", "--host", "::"])
     assert (args.server, args.port, args.no_triggerer, args.timeout, args.host) == ("airflow", 9, True, 5.0, "::")

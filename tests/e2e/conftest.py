@@ -1,6 +1,6 @@
 """Fixtures of the browser tests: the real Airflow and MLflow servers, a headless Chromium, a small data set.
 
-One session starts, through ``scripts/servers.py`` (the code behind ``make airflow`` / ``make mlflow``),
+One session starts, through ``python -m devstack`` (the code behind ``make airflow`` / ``make mlflow``),
 Airflow's api-server, scheduler, dag-processor and triggerer and an MLflow server on free 127.0.0.1
 ports, over a temporary AIRFLOW_HOME and a temporary pipeline workspace (IEP_DATA_DIR). At the end both
 are stopped the way Ctrl-C stops them, and the session fails if any process they started is left.
