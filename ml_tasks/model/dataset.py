@@ -72,9 +72,7 @@ class ModelData:
         ev["event_ts"] = ev["event_ts"].astype("int64")
         if "item_id" not in ev:
             ev["item_id"] = ""
-        ev = ev.drop_duplicates().sort_values(
-            ["user_id", "event_ts", "category_id", "event_type"], kind="stable"
-        )
+        ev = ev.drop_duplicates()
         first = ev.groupby("category_id")["event_ts"].agg(["min", "size"]).reset_index()
         first = first.sort_values(["min", "category_id"]).reset_index(drop=True)
         first["category_idx"] = np.arange(1, len(first) + 1, dtype=np.int32)
@@ -82,6 +80,8 @@ class ModelData:
             dict(zip(first["category_id"], first["category_idx"], strict=True))
         )
         ev["category_idx"] = ev["category_idx"].astype(np.int32)
+        # the warehouse's order of a user's events (int_events_enriched): time, category, type, item
+        ev = ev.sort_values(["user_id", "event_ts", "category_idx", "event_type", "item_id"], kind="stable")
         ev["event_at"] = pd.to_datetime(ev["event_ts"], unit="s", utc=True)
         ev = ev.reset_index(drop=True)
         users_per_cat = ev.groupby("category_id")["user_id"].nunique()

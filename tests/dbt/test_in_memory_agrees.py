@@ -25,7 +25,8 @@ def _canonical(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     for col in out.columns:
         if len(out) and isinstance(out[col].iloc[0], list | tuple | np.ndarray):
             out[col] = out[col].map(lambda v: tuple(np.round(np.asarray(v, dtype=float), 6).tolist()))
-    out["user_id"] = out["user_id"].astype(str)
+    if "user_id" in out:
+        out["user_id"] = out["user_id"].astype(str)
     return out.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
