@@ -1,36 +1,56 @@
-"""Loading a file (one transaction) or every new file of a landing folder into ``raw``."""
+"""Loading one input (one transaction) into ``raw``: the warehouse connection, the load, its faults."""
 
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from ml_tasks.data.ingest.plan import Plan, check_parquet_columns, plan_file
+from ml_tasks.data.ingest.faults import duckdb_sentence, os_sentence
+from ml_tasks.data.ingest.plan import Plan, plan_input
+from ml_tasks.data.ingest.progress import Progress
 from ml_tasks.data.ingest.rules import (
-    DATA_SUFFIXES,
+    DEFAULT_MAX_REJECT_RATIO,
+    GLOB_CHARS,
     LOAD_COLUMNS,
     MAX_FUTURE_S,
     PROGRESS_MIN_BYTES,
     RAW_DDL,
     IngestError,
+    Resources,
 )
-from ml_tasks.data.ingest.scan import Progress
-from ml_tasks.data.ingest.sql import LINES_SQL, MOVIES_SQL, csv_fielded_sql, judge_sql, parquet_fielded_sql
+from ml_tasks.data.ingest.sources import Source, resolve_source
+from ml_tasks.data.ingest.sql import (
+    LINES_SQL,
+    QUARANTINE_SQL,
+    TOP_REASONS_SQL,
+    csv_fielded_sql,
+    judge_sql,
+    lookup_sql,
+    parquet_fielded_sql,
+    too_many_fields_sql,
+)
 
 log = logging.getLogger(__name__)
 
 # --- warehouse connection ---------------------------------------------------------------------------
 
 
-def connect(warehouse: Path) -> Any:
-    """A read-write connection to the warehouse with the raw schema in place (creates the file)."""
+def connect(warehouse: Path, resources: Resources | None = None) -> Any:
+    """A read-write connection to the warehouse with the raw schema in place (creates the file).
+
+    With ``resources``, DuckDB's ``memory_limit``, ``threads`` and ``temp_directory`` are set, so an
+    input larger than memory spills to that folder instead of failing."""
     warehouse = Path(warehouse)
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -42,46 +62,98 @@ def connect(warehouse: Path) -> Any:
         raise IngestError(f"{warehouse}: expected a DuckDB warehouse file, found one DuckDB cannot open "
                           f"({str(exc).splitlines()[0]}).") from None
     con.execute("set TimeZone = 'UTC'")
+    if resources is not None:
+        try:
+            con.execute("set memory_limit = $v", {"v": resources.memory_limit})
+        except duckdb.Error:
+            con.close()
+            raise IngestError(f"{warehouse}: expected a memory limit such as 1GB or 512MB, "
+                              f"found '{resources.memory_limit}'.") from None
+        con.execute("set threads = $v", {"v": resources.threads})
+        con.execute("set temp_directory = $v", {"v": str(resources.temp_directory)})
     for ddl in RAW_DDL:
         con.execute(ddl)
     return con
 
 
+@contextmanager
+def _workdir(warehouse: Path) -> Iterator[Path]:
+    """A private folder for the copies and DuckDB's spill files, beside the warehouse (removed after)."""
+    base = Path(str(Path(warehouse).expanduser().absolute()) + ".ingest")
+    if GLOB_CHARS & set(str(base)):
+        base = Path(tempfile.gettempdir()) / "iep-ingest"
+        if GLOB_CHARS & set(str(base)):
+            raise IngestError(f"{warehouse}: expected a folder for the loader's private copies without "
+                              f"* ? [ ] {{ }} in its path, found {base}.")
+    for attempt in range(3):  # another loader may remove an empty base folder between the two calls
+        base.mkdir(parents=True, exist_ok=True)
+        try:
+            work = Path(tempfile.mkdtemp(dir=base, prefix="load-"))
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            base.rmdir()
+        except OSError:
+            pass
+
+
 # --- loading ----------------------------------------------------------------------------------------
 
 
-def ingest_file(path: Path, fmt: str, warehouse: Path, *, progress: bool = False) -> dict:
-    """Load one file into ``raw.events`` / ``raw.rejected_events`` in one transaction.
+def ingest_file(path: Path, fmt: str | Path | Source = "generic", warehouse: Path | None = None, *,
+                progress: bool = False, max_reject_ratio: float = DEFAULT_MAX_REJECT_RATIO,
+                memory_limit: str | None = None, threads: int | None = None,
+                hive_root: Path | None = None) -> dict:
+    """Load one file (or Parquet folder) into ``raw.events`` / ``raw.rejected_events`` in one transaction.
 
+    ``fmt`` is a predefined format, the path of a source definition (``*.yml``) or a :class:`Source`.
     Returns the JSON-safe summary ``{"rows_read", "rows_loaded", "rows_rejected", "rows_duplicate",
-    "load_id", "file", "sha256", "format", "skipped", "blank_lines", "seconds"}``. ``skipped`` is true,
-    the counts 0 and ``load_id`` the earlier load's when the same content was loaded before. Raises
-    :class:`IngestError` for file-level problems, before anything is written.
+    "load_id", "file", "sha256", "format", "skipped", "blank_lines", "seconds", ...}``. ``skipped`` is
+    true, the counts 0 and ``load_id`` the earlier load's when the same content was loaded before.
+    Raises :class:`IngestError` (one sentence; nothing written) for a file-level problem, for more than
+    ``max_reject_ratio`` of the rows rejected, and for any DuckDB failure during the load.
     """
+    if warehouse is None:
+        raise TypeError("ingest_file() needs the warehouse path")
     started = time.perf_counter()
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise IngestError(f"{path}: expected a data file, found nothing at that path.")
-    size_hint = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.glob("*.csv"))
+    spec = resolve_source(fmt, path)
+    if not 0.0 <= float(max_reject_ratio) <= 1.0:
+        raise IngestError(f"{path}: expected max_reject_ratio between 0 and 1, found {max_reject_ratio}.")
+    size_hint = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*")
+                                                                 if p.is_file())
     bar = Progress(progress and size_hint >= PROGRESS_MIN_BYTES and sys.stderr.isatty(), path.name, size_hint)
+    resources: Resources | None = None
     try:
-        plan = plan_file(path, fmt, bar.bytes)
-        loaded_at = datetime.now(UTC).replace(tzinfo=None)
-        con = connect(warehouse)
-        try:
-            previous = con.execute("select load_id from raw.loads where sha256 = $sha",
-                                   {"sha": plan.sha256}).fetchone()
-            if previous:
-                log.info("%s: already loaded as load %s (same sha256); skipped", plan.source, previous[0])
-                counts = {"load_id": int(previous[0]), "rows_read": 0, "rows_loaded": 0, "rows_rejected": 0,
-                          "rows_duplicate": 0, "blank_lines": 0}
-                skipped = True
-            else:
-                ts_type = check_parquet_columns(con, plan.source) if plan.kind == "parquet" else ""
-                counts = _load(con, plan, loaded_at, bar, started, ts_type)
-                skipped = False
-        finally:
-            con.close()
+        with _workdir(warehouse) as work:
+            plan = plan_input(path, spec, work, bar.bytes, hive_root=hive_root)
+            copied = time.perf_counter()
+            loaded_at = datetime.now(UTC).replace(tzinfo=None)
+            resources = Resources.resolve(work / "spill", memory_limit, threads)
+            con = connect(warehouse, resources)
+            try:
+                previous = con.execute("select load_id from raw.loads where sha256 = $sha",
+                                       {"sha": plan.sha256}).fetchone()
+                if previous:
+                    log.info("%s: already loaded as load %s (same sha256); skipped", plan.source_path, previous[0])
+                    counts = {"load_id": int(previous[0]), "rows_read": 0, "rows_loaded": 0, "rows_rejected": 0,
+                              "rows_duplicate": 0, "blank_lines": 0}
+                else:
+                    counts = _load(con, plan, loaded_at, bar, started, float(max_reject_ratio))
+            finally:
+                con.close()
+    except duckdb.Error as exc:
+        raise IngestError(duckdb_sentence(path, exc, resources)) from None
+    except OSError as exc:
+        raise IngestError(os_sentence(path, exc)) from None
     finally:
         bar.close()
     return {
@@ -90,63 +162,99 @@ def ingest_file(path: Path, fmt: str, warehouse: Path, *, progress: bool = False
         "rows_rejected": counts["rows_rejected"],
         "rows_duplicate": counts["rows_duplicate"],
         "load_id": counts["load_id"],
-        "file": str(plan.source),
+        "file": str(plan.source_path),
         "sha256": plan.sha256,
-        "format": fmt,
-        "skipped": skipped,
+        "format": spec.name,
+        "skipped": bool(previous),
         "blank_lines": counts["blank_lines"],
         "seconds": round(time.perf_counter() - started, 3),
+        "stage_seconds": {"copy": round(copied - started, 3), "load": round(time.perf_counter() - copied, 3)},
+        **({"files_ignored": [{"file": f, "reason": r} for f, r in plan.ignored]} if plan.ignored else {}),
     }
 
 
-def _load(con: Any, plan: Plan, loaded_at: datetime, bar: Progress, started: float,
-          ts_type: str = "") -> dict[str, int]:
-    """The transaction: judge every row, insert the valid ones and the rejects, record the load."""
-    params: dict[str, Any] = {"path": str(plan.source),
-                              "max_epoch": loaded_at.replace(tzinfo=UTC).timestamp() + MAX_FUTURE_S}
-    if plan.kind == "parquet":
-        fielded = parquet_fielded_sql(ts_type)
+def _params(plan: Plan, loaded_at: datetime) -> dict[str, Any]:
+    spec = plan.spec
+    params: dict[str, Any] = {
+        "source_file": str(plan.source_path),
+        "max_epoch_us": int((loaded_at.replace(tzinfo=UTC).timestamp() + MAX_FUTURE_S) * 1_000_000),
+        "skip_lines": plan.skip_lines,
+        "ts_format": spec.timestamp_format,
+        "constant_event_type": spec.constant_event_type,
+        "type_raws": list(spec.event_types),
+        "type_targets": list(spec.event_types.values()),
+    }
+    if plan.kind == "csv":
+        assert plan.text is not None
+        params["path"] = str(plan.text.path)
     else:
-        params["skip_lines"] = plan.skip_lines
-        fielded = csv_fielded_sql(plan.fmt, dict(plan.positions), plan.n_fields, plan.new_line, plan.simple)
-    judged = judge_sql(fielded, plan.fmt, plan.n_fields)
+        params["files"] = [copy for copy, _ in plan.files]
+    if plan.lookup is not None:
+        params["lookup_reason"] = plan.lookup.missing_reason
+    return params
+
+
+def _prepare(con: Any, plan: Plan) -> None:
+    """The temp tables the judging reads: category lookup, Parquet file names, lines."""
+    spec = plan.spec
+    if plan.lookup is not None:
+        lk = plan.lookup
+        sql = lookup_sql(lk.n_fields, lk.key_pos, lk.value_pos, bool(lk.first_of), lk.new_line, spec.delimiter)
+        _run(con, sql, {"path": str(lk.copy), "first_of": lk.first_of})
+    if plan.kind == "parquet":
+        con.execute("create temp table parquet_files as select unnest($copies) as copy, unnest($originals) as original",
+                    {"copies": [c for c, _ in plan.files], "originals": [o for _, o in plan.files]})
+    elif plan.text is not None and not plan.text.simple:
+        con.execute(f"create temp table lines as {LINES_SQL.format(new_line=plan.text.new_line)}",
+                    {"path": str(plan.text.path)})
+
+
+def _load(con: Any, plan: Plan, loaded_at: datetime, bar: Progress, started: float,
+          max_reject_ratio: float) -> dict[str, int]:
+    """The transaction: judge every row, insert the valid ones and the rejects, record the load."""
+    spec, text = plan.spec, plan.text
+    params = _params(plan, loaded_at)
+    if plan.kind == "parquet":
+        fielded = parquet_fielded_sql(dict(plan.positions), dict(plan.column_types), plan.n_columns, plan.hive)
+    else:
+        assert text is not None
+        fielded = csv_fielded_sql(dict(plan.positions), plan.n_fields, text.new_line, text.simple, spec.delimiter)
+    judged = judge_sql(fielded, n_fields=plan.n_fields if plan.kind == "csv" else 0,
+                       unit=spec.timestamp_unit, lookup=plan.lookup is not None,
+                       constant_type=spec.constant_event_type is not None)
     con.execute("begin transaction")
     try:
         load_id = int(con.execute("select coalesce(max(load_id), 0) + 1 from raw.loads").fetchone()[0])
-        where = {"load_id": load_id, "source_file": str(plan.source)}
-        if plan.movies is not None:
-            con.execute(MOVIES_SQL, {"path": str(plan.movies)})
-        if plan.kind == "csv" and not plan.simple:
-            with bar.query(con, "reading"):
-                con.execute(f"create temp table lines as {LINES_SQL.format(new_line=plan.new_line)}",
-                            {"path": str(plan.source)})
+        where = {"load_id": load_id, "source_file": str(plan.source_path)}
+        with bar.query(con, "reading"):
+            _prepare(con, plan)
         _run_hook("before_insert")
         with bar.query(con, "loading"):
             rows_loaded = _run(
                 con,
                 f"""insert into raw.events
-                    select user_id, item_id, category_id, event_type,
-                           make_timestamp(cast(round(ts_s * 1000000) as bigint)), $load_id, $source_file,
-                           line_number
+                    select user_id, item_id, category_id, event_type, make_timestamp(ts_us), $load_id,
+                           source_file, line_number
                     from ({judged}) where reason = ''""",
                 {**params, **where},
             ).fetchone()[0]
         _run_hook("after_events")
-        rows_read = _count_rows(con, plan)
+        quarantined = text.quarantined if text is not None else 0
+        rows_read = _count_rows(con, plan) + quarantined
         rows_rejected = rows_read - rows_loaded
         if rows_rejected:
             with bar.query(con, "rejects"):
-                _insert_rejects(con, plan, judged, params, where, rows_rejected)
+                _rejects(con, plan, judged, params, where, rows_rejected, max_reject_ratio, rows_read)
         rows_duplicate = _count_duplicates(con, load_id) if rows_loaded else 0
-        blank_lines = max(plan.physical_lines - plan.skip_lines - rows_read, 0) if plan.kind == "csv" else 0
+        blank_lines = max(text.physical_lines - plan.skip_lines - rows_read, 0) if text is not None else 0
         _run_hook("before_record")
         con.execute(
             f"insert into raw.loads ({', '.join(LOAD_COLUMNS)}) values ({', '.join('?' * len(LOAD_COLUMNS))})",
-            [load_id, str(plan.source), plan.sha256, plan.fmt, plan.size, plan.source.stat().st_mtime_ns,
+            [load_id, str(plan.source_path), plan.sha256, spec.name, plan.size, plan.mtime_ns,
              rows_read, rows_loaded, rows_rejected, rows_duplicate, blank_lines, loaded_at,
              round(time.perf_counter() - started, 3)],
         )
-        for temp in ("lines", "movies", "rejects"):
+        for temp in ("lines", "lookup", "rejects", "parquet_files"):
             con.execute(f"drop table if exists {temp}")
         con.execute("commit")
     except BaseException:
@@ -159,50 +267,61 @@ def _load(con: Any, plan: Plan, loaded_at: datetime, bar: Progress, started: flo
 
 def _run(con: Any, sql: str, params: dict[str, Any]) -> Any:
     """Execute with the bound parameters the statement uses (DuckDB refuses unused ones)."""
-    return con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+    return con.execute(sql, {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)})
 
 
 def _count_rows(con: Any, plan: Plan) -> int:
-    """Data rows of the file: every line after the header, but empty ones."""
+    """Data rows read by DuckDB: every Parquet row; every CSV line after the header, but empty ones."""
     if plan.kind == "parquet":
-        return int(con.execute("select count(*) from read_parquet($path)", {"path": str(plan.source)}).fetchone()[0])
-    if plan.simple:  # no empty line by construction
-        return plan.physical_lines - plan.skip_lines
+        return int(_run(con, "select count(*) from read_parquet($files)", {"files": [c for c, _ in plan.files]})
+                   .fetchone()[0])
+    assert plan.text is not None
+    if plan.text.simple:  # no empty line by construction
+        return plan.text.physical_lines - plan.skip_lines
     return int(con.execute(
         "select count(*) from lines where line_number > $skip and line is not null and line <> ''",
         {"skip": plan.skip_lines}).fetchone()[0])
 
 
-def _insert_rejects(con: Any, plan: Plan, judged: str, params: dict, where: dict, expected: int) -> None:
-    """The rejected rows, with their raw text. For ``simple`` files the text comes from a second,
-    line-by-line read of just those lines (DuckDB's CSV reader does not keep it), and the exact field
-    count of a row with too many fields from that text."""
-    _run(con, f"create temp table rejects as select * from ({judged}) where reason <> ''", params)
-    if plan.kind == "csv" and plan.simple:
-        too_many = plan.n_fields + 1
-        con.execute(
-            f"""
-            create or replace temp table rejects as
-            with wanted as ({LINES_SQL.format(new_line=plan.new_line)})
-            select
-                r.line_number,
-                w.line as raw_line,
-                case when r.n_fields = {too_many}
-                     then 'wrong number of fields: expected {plan.n_fields}, found ' || len(string_split(w.line, ','))
-                     else r.reason end as reason
-            from rejects as r
-            join wanted as w on w.line_number = r.line_number
-            """,
-            {"path": str(plan.source)},
-        )
+def _rejects(con: Any, plan: Plan, judged: str, params: dict, where: dict, expected: int,
+             max_reject_ratio: float, rows_read: int) -> None:
+    """The rejected rows with their raw text (the quarantined lines' from the side file), the reject
+    ratio check, then ``raw.rejected_events``."""
+    _run(con, f"""create temp table rejects as
+                  select line_number, raw_line, reason, excluded_only, source_file, n_fields
+                  from ({judged}) where reason <> ''""", params)
+    text = plan.text
+    if text is not None and text.simple:  # DuckDB's CSV reader does not keep the line: read those lines
+        con.execute(too_many_fields_sql(plan.n_fields, text.new_line, plan.spec.delimiter),
+                    {"path": str(text.path)})
+    if text is not None and text.quarantined:
+        con.execute(QUARANTINE_SQL, {"path": str(text.quarantine_path), "source_file": str(plan.source_path)})
+    excluded = int(con.execute("select count(*) from rejects where excluded_only").fetchone()[0])
+    counted = expected - excluded
+    if rows_read and counted / rows_read > max_reject_ratio + 1e-12:
+        raise _too_many_rejects(con, plan, counted, rows_read, max_reject_ratio)
     found = con.execute(
         """insert into raw.rejected_events
-           select $load_id, $source_file, line_number, raw_line, reason from rejects order by line_number""",
-        where,
+           select $load_id, source_file, line_number, raw_line, reason from rejects order by line_number""",
+        {"load_id": where["load_id"]},
     ).fetchone()[0]
     if found != expected:  # a bug, not bad data: refuse to record a load that does not reconcile
-        raise RuntimeError(f"{plan.source}: {expected} rows were neither loaded nor rejected "
+        raise RuntimeError(f"{plan.source_path}: {expected} rows were neither loaded nor rejected "
                            f"({found} rejects found); nothing was loaded")
+
+
+def _pct(x: float) -> str:
+    return f"{round(100 * x, 1):g}%"
+
+
+def _too_many_rejects(con: Any, plan: Plan, counted: int, rows_read: int, limit: float) -> IngestError:
+    top = con.execute(TOP_REASONS_SQL).fetchall()
+    reasons = ", ".join(f"{kind} ({n} rows, first in line {line})" for kind, n, line in top)
+    advice = "re-encode the file as UTF-8" if top and top[0][0] == "not UTF-8" else \
+        "fix the data or its source definition"
+    return IngestError(f"{plan.source_path}: expected at most {_pct(limit)} of the rows rejected, found {counted} "
+                       f"of {rows_read} ({_pct(counted / rows_read)}), commonest reasons: {reasons}; nothing was "
+                       f"loaded ({advice}, or raise max_reject_ratio to load the valid rows).")
 
 
 def _count_duplicates(con: Any, load_id: int) -> int:
@@ -252,71 +371,7 @@ def _run_hook(name: str) -> None:
         hook()
 
 
-# --- a landing folder -------------------------------------------------------------------------------
-
-
-def _candidates(landing_dir: Path, fmt: str) -> list[Path]:
-    if fmt == "movielens":
-        found = sorted(landing_dir.glob("ratings.csv")) + sorted(landing_dir.glob("*/ratings.csv"))
-        return [p for p in found if not any(part.startswith(".") for part in p.relative_to(landing_dir).parts)]
-    return sorted(
-        p for p in landing_dir.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in DATA_SUFFIXES
-    )
-
-
-def _known_files(warehouse: Path) -> set[tuple[str, int, int]]:
-    """(path, size, mtime_ns) of files loaded before, to skip them without hashing them again."""
-    if not Path(warehouse).exists():
-        return set()
-    con = connect(warehouse)
-    try:
-        rows = con.execute("select source_file, size_bytes, mtime_ns from raw.loads where mtime_ns is not null")
-        return {(r[0], int(r[1]), int(r[2])) for r in rows.fetchall()}
-    finally:
-        con.close()
-
-
-def ingest_dir(landing_dir: Path, warehouse: Path, fmt: str = "generic") -> dict:
-    """Load every new file of a landing folder (one transaction per file).
-
-    A file whose path, size and modification time match an earlier load is skipped without reading it;
-    a file whose content was loaded before is skipped after hashing. A file with a file-level problem
-    does not stop the others: it is listed under ``files_failed`` (and logged) and the rest load.
-    Returns totals over the loaded files plus ``files`` (per-file summaries).
-    """
-    landing_dir = Path(landing_dir).expanduser().resolve()
-    if not landing_dir.is_dir():
-        raise IngestError(f"{landing_dir}: expected a landing folder, found "
-                          f"{'a file' if landing_dir.exists() else 'nothing'}.")
-    known = _known_files(warehouse)
-    files: list[dict] = []
-    failed: list[dict] = []
-    unchanged = 0
-    for path in _candidates(landing_dir, fmt):
-        stat = path.stat()
-        if (str(path), stat.st_size, stat.st_mtime_ns) in known:
-            unchanged += 1
-            continue
-        try:
-            files.append(ingest_file(path, fmt, warehouse))
-        except IngestError as exc:
-            log.warning("%s", exc)
-            failed.append({"file": str(path), "error": str(exc)})
-    totals = {key: sum(f[key] for f in files) for key in
-              ("rows_read", "rows_loaded", "rows_rejected", "rows_duplicate")}
-    return {
-        **totals,
-        "landing_dir": str(landing_dir),
-        "format": fmt,
-        "files_loaded": sum(1 for f in files if not f["skipped"]),
-        "files_skipped": sum(1 for f in files if f["skipped"]) + unchanged,
-        "files_failed": failed,
-        "files": files,
-    }
-
-
-def canonical_events(path: Path, fmt: str, scratch: Path) -> Any:
+def canonical_events(path: Path, fmt: str | Path | Source, scratch: Path) -> Any:
     """Any supported file -> canonical events with epoch-second ``event_ts`` (a pandas frame), through
     the real loader into the scratch warehouse ``scratch``, so the row rules are the same."""
     ingest_file(path, fmt, scratch)

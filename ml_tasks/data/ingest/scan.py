@@ -1,187 +1,321 @@
-"""Reading a file once in Python: its hash, text and encoding checks, the header; a progress bar."""
+"""Reading an input once in Python: its hash and the private copy the load reads, made in the same pass.
+
+DuckDB never opens the user's file: it reads a copy named by the sha256 of what was read, in a folder
+of the loader's own (no glob characters), so a name with ``[ ] * ?`` or a file rewritten during the
+load cannot bring in other bytes than those recorded in ``raw.loads``. Text is decompressed on the way
+(gzip, zstd: recognised by their first bytes) and checked line by line: a line that is not UTF-8 or is
+longer than ``MAX_LINE_BYTES`` is quarantined (an empty line in the copy, its escaped text and reason in
+a side file that becomes rows of ``raw.rejected_events``), so one bad line never refuses a whole file.
+"""
 
 from __future__ import annotations
 
-import codecs
 import csv
+import gzip
 import hashlib
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import io
+import json
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from ml_tasks.data.ingest.rules import CHUNK, SEP, IngestError
+from ml_tasks.data.ingest.rules import (
+    CHUNK,
+    GZIP_MAGIC,
+    LONG_LINE_PREVIEW,
+    MAX_LINE_BYTES,
+    SEP,
+    ZSTD_MAGIC,
+    IngestError,
+)
 
-# --- reading the file once in Python: hash, text checks, header -------------------------------------
+HEAD_BYTES = 65536
+_HALF = MAX_LINE_BYTES // 2
 
 
 @dataclass(frozen=True)
-class Scan:
-    sha256: str
-    size: int
-    first_line: str  # without BOM and line ending
-    head_lines: tuple[str, ...]  # the first few lines, for the format checks
-    new_line: str  # '\n' or '\r\n' for DuckDB's reader
+class TextCopy:
+    """The private, decompressed copy of a text file and what the pass over it found."""
+
+    path: Path
+    sha256: str  # of the bytes as stored (compressed or not)
+    size: int  # bytes as stored
+    head_lines: tuple[str, ...]  # the first lines of the copy (BOM and line endings removed)
+    new_line: str  # '\\n' or '\\r\\n' for DuckDB's reader
     physical_lines: int
     simple: bool  # no quote character and no empty line: DuckDB's CSV reader keeps row = line
+    quarantined: int  # lines emptied in the copy; their text and reason are in quarantine_path
+    quarantine_path: Path
+    first_quarantined: tuple[int, str] | None  # (line, reason) of the first one
+    compression: str  # '', 'gzip' or 'zstd'
 
 
 def _not_text(path: Path, found: str) -> IngestError:
     return IngestError(f"{path}: expected a UTF-8 text (CSV) file, found {found}.")
 
 
-def scan_text(path: Path, digest: Any, on_bytes: Callable[[int], None]) -> Scan:
-    """One pass over a text file: sha256, UTF-8 validity, no NUL/control separators, line endings."""
-    size = path.stat().st_size
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    head = b""
-    lines_before = 0
-    n_cr = n_crlf = 0
-    prev_cr = False
-    has_content = False
-    last_byte = b""
-    has_quote = has_empty = False
-    tail = b"\n"  # the bytes before the chunk (an empty line may straddle two chunks)
-    with open(path, "rb") as fh:
-        first = True
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-            if first:
-                first = False
-                head = chunk[:65536]
-                if chunk.startswith(b"\x1f\x8b"):
-                    raise _not_text(path, "gzip-compressed data (decompress it first)")
-                if chunk.startswith(b"PK\x03\x04"):
-                    raise _not_text(path, "a zip archive (extract it first)")
-                if chunk.startswith(b"PAR1"):
-                    raise _not_text(path, "a Parquet file (name it *.parquet)")
-            for bad, what in ((b"\x00", "NUL bytes"), (SEP.encode(), "control character U+0001")):
-                pos = chunk.find(bad)
-                if pos >= 0:
-                    line = lines_before + chunk.count(b"\n", 0, pos) + 1
-                    raise _not_text(path, f"binary data ({what} in line {line})")
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                line = lines_before + chunk.count(b"\n", 0, exc.start) + 1
-                raise _not_text(path, f"bytes that are not UTF-8 in line {line} "
-                                      f"(byte 0x{chunk[exc.start]:02x}; re-encode the file as UTF-8)") from None
-            cr = chunk.count(b"\r")
-            if cr or prev_cr:
-                n_cr += cr
-                n_crlf += chunk.count(b"\r\n") + (1 if prev_cr and chunk[:1] == b"\n" else 0)
-                bare = n_cr - n_crlf - (1 if chunk.endswith(b"\r") else 0)
-                if bare > 0:
-                    raise IngestError(f"{path}: expected lines ending in \\n or \\r\\n, found carriage returns "
-                                      f"inside lines (old Mac line endings?) near line {lines_before + 1}.")
-            prev_cr = chunk.endswith(b"\r")
-            last_byte = chunk[-1:]
-            has_quote = has_quote or b'"' in chunk
-            if not has_empty:
-                joined = tail + chunk
-                has_empty = b"\n\n" in joined or b"\n\r\n" in joined
-                tail = joined[-2:]
-            if not has_content and chunk.strip():
-                has_content = True
-            lines_before += chunk.count(b"\n")
-            on_bytes(len(chunk))
+class _Hashing(io.RawIOBase):
+    """A raw reader that feeds every byte it reads to the digests and the progress callback."""
+
+    def __init__(self, fh: IO[bytes], digests: list[Any], on_bytes: Callable[[int], None]) -> None:
+        self._fh, self._digests, self._on_bytes = fh, digests, on_bytes
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._fh.readinto(buffer)
+        if n:
+            view = memoryview(buffer)[:n]
+            for digest in self._digests:
+                digest.update(view)
+            self.size += n
+            self._on_bytes(n)
+        return n or 0
+
+
+def copy_bytes(path: Path, dest: Path, digests: list[Any], on_bytes: Callable[[int], None]) -> int:
+    """Copy a file as it is (Parquet, a lookup) while hashing it; returns the bytes copied."""
+    with open(path, "rb") as fh, open(dest, "wb") as out:
+        reader = _Hashing(fh, digests, on_bytes)
+        shutil.copyfileobj(io.BufferedReader(reader, CHUNK), out, CHUNK)
+        return reader.size
+
+
+class _LineCopier:
+    """Writes the copy from complete lines, quarantining the bad ones; keeps the counts."""
+
+    def __init__(self, path: Path, out: IO[bytes], quarantine: Path) -> None:
+        self.path, self.out, self.quarantine_path = path, out, quarantine
+        self._quarantine: IO[str] | None = None
+        self.lines = 0  # complete lines written
+        self.quarantined = 0
+        self.first_quarantined: tuple[int, str] | None = None
+        self.head = bytearray()
+        self.crlf = 0
+        self.has_quote = self.has_empty = self.has_content = False
+
+    def close(self) -> None:
+        if self._quarantine is not None:
+            self._quarantine.close()
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self.out.write(data)
+            if len(self.head) < HEAD_BYTES:
+                self.head += data[: HEAD_BYTES - len(self.head)]
+
+    def reject(self, line_number: int, text: str, reason: str, ending: bytes) -> None:
+        if self._quarantine is None:
+            self._quarantine = open(self.quarantine_path, "w", encoding="utf-8")
+        self._quarantine.write(json.dumps({"line": line_number, "text": text, "reason": reason}) + "\n")
+        self.quarantined += 1
+        if self.first_quarantined is None:
+            self.first_quarantined = (line_number, reason)
+        self._write(ending)
+
+    def part(self, part: bytes, final: bool = False) -> None:
+        """Complete lines (each ending in \\n), or, when ``final``, the file's last line without one."""
+        for bad, what in ((b"\x00", "NUL bytes"), (SEP.encode(), "control character U+0001")):
+            pos = part.find(bad)
+            if pos >= 0:
+                line = self.lines + part.count(b"\n", 0, pos) + 1
+                raise _not_text(self.path, f"binary data ({what} in line {line})")
+        self._check_carriage_returns(part, final)
+        self.has_content = self.has_content or bool(part.strip())
+        long_suspect = any(b"\n" not in part[i:i + _HALF] for i in range(0, len(part) - _HALF + 1, _HALF))
         try:
-            decoder.decode(b"", final=True)
+            part.decode("utf-8")
+            clean = not long_suspect
         except UnicodeDecodeError:
-            raise _not_text(path, "a truncated UTF-8 character at the end") from None
-    if prev_cr:  # a final bare CR (no \n after it)
-        raise IngestError(f"{path}: expected lines ending in \\n or \\r\\n, found a carriage return at the end.")
-    if not has_content:
+            clean = False
+        if clean:
+            self._stats(part)
+            self._write(part)
+            self.lines += 1 if final else part.count(b"\n")
+            return
+        if final:
+            self._line(part, b"")
+            return
+        for line in part.split(b"\n")[:-1]:
+            self._line(line, b"\n")
+
+    def _line(self, line: bytes, ending: bytes) -> None:
+        """One line without its \\n; ``ending`` is b"\\n", or b"" for an unterminated last line."""
+        if ending and line.endswith(b"\r"):
+            line, ending = line[:-1], b"\r\n"
+        self.lines += 1
+        if len(line) > MAX_LINE_BYTES:
+            self.long_line(line[:LONG_LINE_PREVIEW], ending)
+            return
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.reject(self.lines, line.decode("utf-8", errors="backslashreplace"), "not UTF-8", ending)
+            return
+        self._stats(line + ending)
+        self._write(line + ending)
+
+    def long_line(self, preview: bytes, ending: bytes) -> None:
+        """A line over MAX_LINE_BYTES (already counted in ``lines``)."""
+        self.has_content = True
+        text = preview.decode("utf-8", errors="backslashreplace") + "..."
+        self.reject(self.lines, text, f"line longer than {MAX_LINE_BYTES} bytes", ending)
+
+    def _stats(self, part: bytes) -> None:
+        """Quotes or empty lines make a file not ``simple``; once one is seen the other need not be looked for."""
+        if self.has_quote or self.has_empty:
+            return
+        self.has_quote = b'"' in part
+        self.has_empty = (part.startswith((b"\n", b"\r\n")) or b"\n\n" in part
+                          or (b"\r" in part and b"\n\r\n" in part))
+
+    def _check_carriage_returns(self, part: bytes, final: bool) -> None:
+        cr = part.count(b"\r")
+        if not cr:
+            return
+        crlf = part.count(b"\r\n")
+        at_end = 1 if final and part.endswith(b"\r") else 0
+        if cr - crlf - at_end > 0:
+            pos = next(i for i in range(len(part)) if part[i:i + 1] == b"\r" and part[i + 1:i + 2] != b"\n")
+            line = self.lines + part.count(b"\n", 0, pos) + 1
+            raise IngestError(f"{self.path}: expected lines ending in \\n or \\r\\n, found carriage returns inside "
+                              f"lines (old Mac line endings?) near line {line}.")
+        if at_end:
+            raise IngestError(f"{self.path}: expected lines ending in \\n or \\r\\n, found a carriage return at the end.")
+        self.crlf += crlf
+
+
+def _open_text(path: Path, buffered: io.BufferedReader) -> tuple[Any, str]:
+    magic = buffered.peek(4)[:4]
+    if magic.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=buffered, mode="rb"), "gzip"
+    if magic.startswith(ZSTD_MAGIC):
+        import pyarrow as pa
+
+        return pa.CompressedInputStream(pa.PythonFile(buffered, mode="r"), "zstd"), "zstd"
+    if magic.startswith(b"PK\x03\x04"):
+        raise _not_text(path, "a zip archive (extract it first)")
+    if magic.startswith(b"PAR1"):
+        raise _not_text(path, "a Parquet file (name it *.parquet)")
+    return buffered, ""
+
+
+def copy_text(path: Path, dest_dir: Path, digests: list[Any], on_bytes: Callable[[int], None]) -> TextCopy:
+    """One pass over a text file: hash what is read, decompress, check and copy line by line."""
+    own = hashlib.sha256()
+    handle, name = tempfile.mkstemp(dir=dest_dir, prefix="incoming-")
+    os.close(handle)
+    tmp = Path(name)
+    quarantine = tmp.with_suffix(".rejects.ndjson")
+    with open(path, "rb") as fh, open(tmp, "wb") as out:
+        raw = _Hashing(fh, [own, *digests], on_bytes)
+        buffered = io.BufferedReader(raw, CHUNK)
+        stream, compression = _open_text(path, buffered)
+        copier = _LineCopier(path, out, quarantine)
+        try:
+            _copy_lines(path, stream, compression, copier)
+        finally:
+            copier.close()
+        while buffered.read(CHUNK):  # whatever follows a compressed stream is hashed too
+            pass
+    if not copier.has_content:
         raise IngestError(f"{path}: expected rows of behaviour events, found an empty file.")
-    text = head.decode("utf-8", errors="ignore").lstrip("\ufeff")
-    lines = text.split("\n")
-    if len(head) == 65536 and len(lines) > 1:
+    final = dest_dir / f"{own.hexdigest()}.csv"
+    os.replace(tmp, final)
+    head = bytes(copier.head).decode("utf-8", errors="ignore")
+    lines = head.split("\n")
+    if len(copier.head) == HEAD_BYTES and len(lines) > 1:
         lines = lines[:-1]  # the last one may be cut
-    lines = [ln.rstrip("\r") for ln in lines[:200]]
-    return Scan(
-        sha256=digest.hexdigest(),
-        size=size,
-        first_line=lines[0] if lines else "",
-        head_lines=tuple(lines),
-        new_line="\\r\\n" if n_crlf else "\\n",
-        physical_lines=lines_before + (0 if last_byte == b"\n" else 1),
-        simple=not (has_quote or has_empty),
+    return TextCopy(
+        path=final, sha256=own.hexdigest(), size=raw.size,
+        head_lines=tuple(ln.rstrip("\r") for ln in lines[:200]),
+        new_line="\\r\\n" if copier.crlf else "\\n",
+        physical_lines=copier.lines,
+        simple=not (copier.has_quote or copier.has_empty or copier.quarantined),
+        quarantined=copier.quarantined, quarantine_path=quarantine,
+        first_quarantined=copier.first_quarantined, compression=compression,
     )
 
 
-def csv_fields(line: str) -> list[str]:
-    return next(csv.reader([line]), [])
+def _read(path: Path, stream: Any, compression: str) -> bytes:
+    try:
+        return stream.read(CHUNK)
+    except (OSError, EOFError, zlib.error, ValueError) as exc:
+        if not compression:
+            raise
+        detail = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        raise IngestError(f"{path}: expected {compression}-compressed text, found a corrupt or truncated "
+                          f"{compression} stream ({detail}).") from None
 
 
-def hash_file(path: Path, on_bytes: Callable[[int], None], digest: Any | None = None) -> Any:
-    digest = digest or hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-            on_bytes(len(chunk))
-    return digest
+def _copy_lines(path: Path, stream: Any, compression: str, copier: _LineCopier) -> None:
+    carry = b""
+    first = True
+    skipping: bytes | None = None  # the preview of an over-long line being skipped
+    while chunk := _read(path, stream, compression):
+        if first:
+            first = False
+            if chunk.startswith(b"\xef\xbb\xbf"):
+                chunk = chunk[3:]
+        if skipping is not None:
+            pos = chunk.find(b"\n")
+            if pos < 0:
+                continue
+            copier.lines += 1
+            copier.long_line(skipping, b"\r\n" if chunk[pos - 1:pos] == b"\r" else b"\n")
+            skipping, chunk = None, chunk[pos + 1:]
+        buf = carry + chunk
+        cut = buf.rfind(b"\n")
+        if cut >= 0:
+            copier.part(buf[:cut + 1])
+            carry = buf[cut + 1:]
+        else:
+            carry = buf
+        if len(carry) > MAX_LINE_BYTES:
+            skipping, carry = carry[:LONG_LINE_PREVIEW], b""
+    if skipping is not None:
+        copier.lines += 1
+        copier.long_line(skipping, b"")
+    elif carry:
+        copier.part(carry, final=True)
 
 
-# --- progress ---------------------------------------------------------------------------------------
+def csv_fields(line: str, delimiter: str = ",") -> list[str]:
+    try:
+        return next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:
+        return line.split(delimiter)
 
 
-class Progress:
-    """A one-line progress bar on stderr: bytes hashed, then DuckDB's own query progress."""
-
-    def __init__(self, enabled: bool, label: str, total_bytes: int) -> None:
-        self.enabled = enabled
-        self.label = label
-        self.total = max(total_bytes, 1)
-        self.done = 0
-        self._last = 0.0
-
-    def bytes(self, n: int) -> None:
-        if not self.enabled:
-            return
-        self.done += n
-        self._draw("checking", self.done / self.total)
-
-    def _draw(self, stage: str, frac: float, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < 0.2:
-            return
-        self._last = now
-        frac = min(max(frac, 0.0), 1.0)
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r{self.label} {stage:<9} [{bar:<30}] {frac:6.1%}")
-        sys.stderr.flush()
-
-    @contextmanager
-    def query(self, con: Any, stage: str) -> Iterator[None]:
-        """Show DuckDB's progress of the statement(s) run inside the block."""
-        if not self.enabled:
-            yield
-            return
-        stop = threading.Event()
-
-        def poll() -> None:
-            while not stop.wait(0.25):
-                try:
-                    pct = con.query_progress()
-                except Exception:  # noqa: BLE001 - the bar is best effort
-                    return
-                if pct is not None and pct >= 0:
-                    self._draw(stage, pct / 100.0, force=True)
-
-        thread = threading.Thread(target=poll, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-            self._draw(stage, 1.0, force=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+def peek_lines(path: Path, n_bytes: int = HEAD_BYTES) -> list[str]:
+    """The first lines of a plain or gzip text file, for an early header check; [] when they are not
+    clean text (the full pass then says what is wrong)."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+            fh.seek(0)
+            if magic.startswith(GZIP_MAGIC):
+                with gzip.GzipFile(fileobj=fh) as gz:
+                    data = gz.read(n_bytes)
+            elif magic.startswith(ZSTD_MAGIC):
+                return []
+            else:
+                data = fh.read(n_bytes)
+    except (OSError, EOFError, zlib.error):
+        return []
+    if len(data) == n_bytes:
+        data = data[: data.rfind(b"\n") + 1]
+    if b"\x00" in data or SEP.encode() in data or data.count(b"\r") != data.count(b"\r\n"):
+        return []
+    try:
+        text = data.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError:
+        return []
+    return [ln.rstrip("\r") for ln in text.split("\n")[:200]]
