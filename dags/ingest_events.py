@@ -5,15 +5,22 @@ Loads new behaviour log files from the **landing folder** (`IEP_LANDING_DIR`, de
 `.data/landing/`) into the DuckDB warehouse table `raw.events`.
 
 * Files are recognised by content (sha256): a file already loaded is skipped, a changed file is a new load.
-* Rows that break a rule (unknown event type, missing id, bad timestamp, wrong field count) go to
-  `raw.rejected_events` with file, line and reason; every load is recorded in `raw.loads` with
-  `rows_read = rows_loaded + rows_rejected`.
-* A file with the wrong columns fails the task with one sentence naming the file and the columns
-  expected and found; the warehouse is left unchanged.
+  CSV may be gzip or zstd compressed; Parquet files in `key=value/` sub-folders get those partition columns.
+* Any layout loads through a source definition: a `_source.yml` in a (sub-)folder of the landing folder
+  applies to the files below it (README: "Input formats and what happens to bad rows").
+* Rows that break a rule (unknown event type, missing id, bad timestamp, wrong field count, a line that is
+  not UTF-8) go to `raw.rejected_events` with file, line and reason; every load is recorded in `raw.loads`
+  with `rows_read = rows_loaded + rows_rejected`.
+* A file with the wrong columns, or with more than `max_reject_ratio` (default 20 %) of its rows rejected,
+  fails with one sentence naming the file (and the commonest reasons); nothing of it is loaded. The other
+  files still load, and the task fails at the end naming each failed file. The summary lists every file
+  that was not loaded and why.
 
-Trigger it with a `events_path` to load one file from anywhere (format `generic`, `taobao` or
-`movielens`). When rows were loaded it updates the **raw_events** asset, which schedules
-`build_warehouse`; when nothing was new the task is skipped and nothing downstream runs.
+Trigger it with an `events_path` to load one file or Parquet folder (format `generic`, `taobao` or
+`movielens`, or a `source` definition). Both paths are resolved relative to the landing folder and must
+lie inside it or inside a folder listed in `IEP_INGEST_ROOTS`; anything else is refused. When rows were
+loaded it updates the **raw_events** asset, which schedules `build_warehouse`; when nothing was new the
+task is skipped and nothing downstream runs.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 from pipeline_common import DEFAULT_ARGS, RAW_EVENTS, START_DATE, WAREHOUSE_POOL
 
-from ml_tasks.contracts import SOURCE_FORMATS
+from ml_tasks.contracts import MAX_REJECT_RATIO, SOURCE_FORMATS
 
 
 @dag(
@@ -37,12 +44,26 @@ from ml_tasks.contracts import SOURCE_FORMATS
         "events_path": Param(
             None,
             type=["null", "string"],
-            description="Load this one file instead of scanning the landing folder.",
+            description="Load this one file or Parquet folder instead of scanning the landing folder "
+                        "(inside the landing folder or IEP_INGEST_ROOTS).",
         ),
         "format": Param(
             "generic",
             enum=list(SOURCE_FORMATS),
-            description="Source format of the file(s).",
+            description="Source format of the file(s) where no source definition applies.",
+        ),
+        "source": Param(
+            None,
+            type=["null", "string"],
+            description="A source definition (YAML) for another layout, instead of format "
+                        "(inside the landing folder or IEP_INGEST_ROOTS).",
+        ),
+        "max_reject_ratio": Param(
+            MAX_REJECT_RATIO,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="A file with a larger share of rejected rows fails as a whole.",
         ),
     },
 )
@@ -55,7 +76,10 @@ def ingest_events():
         from ml_tasks.config import Paths
         from ml_tasks.steps import data
 
-        summary = data.ingest(Paths.from_env(), params["events_path"], params["format"])
+        paths = Paths.from_env()
+        summary = data.ingest(paths, params["events_path"], params["format"], source=params.get("source"),
+                              max_reject_ratio=params.get("max_reject_ratio", MAX_REJECT_RATIO),
+                              allowed_roots=data.allowed_roots(paths))
         if summary["rows_loaded"] == 0:
             raise AirflowSkipException(f"nothing new to load: {summary}")
         return summary

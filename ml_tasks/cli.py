@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_tasks.config import Paths, parse_model_overrides
-from ml_tasks.contracts import SOURCE_FORMATS
+from ml_tasks.contracts import MAX_REJECT_RATIO, SOURCE_FORMATS
 from ml_tasks.errors import PipelineError
 
 
@@ -51,8 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--file-format", choices=["csv", "parquet"], default="csv")
 
     p = step("ingest", help="load a behaviour log file into raw.events")
-    p.add_argument("--events", type=Path, help="file to load (default: every new file in the landing folder)")
-    p.add_argument("--format", default="generic", choices=SOURCE_FORMATS)
+    p.add_argument("--events", type=Path, help="file or Parquet folder to load (default: every new file in the "
+                                                "landing folder)")
+    layout = p.add_mutually_exclusive_group()
+    layout.add_argument("--format", default="generic", choices=SOURCE_FORMATS)
+    layout.add_argument("--source", type=Path, metavar="SOURCE.yml",
+                        help="a source definition for any other layout (README: Input formats)")
+    p.add_argument("--max-reject-ratio", type=float, default=MAX_REJECT_RATIO, metavar="RATIO",
+                   help=f"a file with a larger share of rejected rows fails as a whole (default {MAX_REJECT_RATIO})")
 
     p = step("build", help="dbt build (models and tests), then export the ML tables")
     p.add_argument("--full-refresh", action="store_true")
@@ -126,7 +132,7 @@ def _generate(paths: Paths, a: argparse.Namespace) -> Any:
 def _ingest(paths: Paths, a: argparse.Namespace) -> Any:
     from ml_tasks.steps import data
 
-    return data.ingest(paths, a.events, a.format)
+    return data.ingest(paths, a.events, a.format, source=a.source, max_reject_ratio=a.max_reject_ratio)
 
 
 def _build(paths: Paths, a: argparse.Namespace) -> Any:
