@@ -20,7 +20,7 @@ DATA ?= synthetic
 # the synthetic log in .data/; a real sample (make run DATA=taobao) in a data folder of its own
 export IEP_DATA_DIR ?= $(CURDIR)/.data$(if $(filter-out synthetic,$(DATA)),/$(DATA))
 
-.PHONY: help install browser lock run update test test-fast test-e2e lint bench airflow mlflow serve dbt-docs compose-env clean
+.PHONY: help install browser lock run update test test-fast test-e2e lint bench bench-large airflow mlflow serve dbt-docs compose-env clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,9 +63,12 @@ lint: install ## ruff, the import contract (import-linter) and sqlfluff on the d
 	$(BIN)/lint-imports
 	cd dbt_project && ../$(BIN)/sqlfluff lint models --processes 1
 
-bench: install ## benchmarks; JSON results in bench/results/
-	$(BIN)/python bench/bench_warehouse.py
+bench: install ## benchmarks against pandas and Polars (1M and 10M events, median of 3) and the model; JSON in bench/results/
+	$(BIN)/python bench/bench_warehouse.py --orchestration
 	$(BIN)/python bench/bench_model.py
+
+bench-large: install ## the warehouse at 50M events under a 12 GB DuckDB memory limit (not in CI; long)
+	$(BIN)/python bench/bench_warehouse.py --sizes 10000000 50000000 --repeats 1 --memory-limit 12GB --out bench/results/warehouse_large.json
 
 airflow: install ## the Airflow UI on http://127.0.0.1:8080 (Ctrl-C stops it)
 	$(BIN)/python -m devstack airflow

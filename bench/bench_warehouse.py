@@ -1,21 +1,23 @@
-"""Warehouse benchmark: ingest + dbt build of 1M and 10M synthetic events, against the pandas way.
+"""Warehouse benchmark: the project's build against a pandas and a Polars script, side by side, same events.
 
-Writes ``bench/results/warehouse.json``:
+Writes ``bench/results/warehouse.json`` (``--out``). For each size (default 1M and 10M synthetic events)
+and each of ``--repeats`` rounds (default 3; the JSON keeps every round and the medians), in a fresh
+process each so that peak memory is its own:
 
-- ``events_per_s_1m`` / ``events_per_s_10m``: events / whole wall time of ``ingest_file`` plus
-  ``warehouse.build`` (every model, unit test and data test) on a fresh warehouse;
-- ``per_event_cost_ratio``: (seconds per event at 10M) / (seconds per event at 1M);
-- ``peak_rss_mb_*``: peak resident memory of the loader process and of dbt (a child process);
-- ``pandas_ratio_1m``: the pandas way's seconds / our seconds on the same 1M events. The pandas way is
-  what DESIGN.md describes a user writing without this project: ``read_csv``, filter the valid rows,
-  ``to_datetime``, sort by user and time, then per user ``np.searchsorted`` at each cutoff of the same
-  grid and a slice for the last L events and the label window. It builds only the sequences (no pair
-  features, sessions, marts or tests), so ``pandas_ratio_1m_sequences_only`` compares it with our
-  ingest + ``dbt run`` of just the models ``ml_sequences`` needs, too.
+- ``project_full``: ``ingest`` + ``dbt build`` of every model, unit test and data test on a fresh warehouse;
+- ``project_sequences``: ``ingest`` + ``dbt run`` of just the models ``ml_sequences`` needs + its Parquet
+  export: the same output as the peers;
+- ``pandas`` and ``polars`` (``bench/peers.py``): the scripts a user would write without the project,
+  from the same CSV to the same samples in Parquet;
 
-Each measurement runs in a fresh Python process (so peak memory is its own). Usage::
+then checks that each peer's samples equal the project's ``ml_sequences`` row for row (``equal``) — a
+peer that computed something else would be no comparison. ``--orchestration`` adds the pipeline's
+orchestration overhead: ``make run``'s DAGs through ``airflow dags test`` against the same steps through
+``python -m ml_tasks`` on the same default synthetic data. The machine's load average at the start and
+end of every measurement is recorded, so a loaded run can be told from a quiet one.
 
-    python bench/bench_warehouse.py [--sizes 1000000 10000000] [--keep DIR]
+    python bench/bench_warehouse.py [--sizes 1000000 10000000] [--repeats 3] [--orchestration]
+    python bench/bench_warehouse.py --sizes 50000000 --repeats 1 --memory-limit 12GB   # make bench-large
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,30 +35,29 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-RESULTS = REPO / "bench" / "results" / "warehouse.json"
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results" / "warehouse.json"
 DAYS = 14
 EVENTS_PER_USER_DAY = 6.0
 SEED = 11
 
 
-# --- the measured steps (each in its own process) ----------------------------------------------------
-
-
 def _rss_mb() -> dict[str, float]:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"peak_rss_mb_loader": round(own, 1), "peak_rss_mb_dbt": round(children, 1)}
+    return {"peak_rss_mb": round(max(own, children), 1), "peak_rss_mb_self": round(own, 1),
+            "peak_rss_mb_children": round(children, 1)}
 
 
 def _cpu_s() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_pipeline(events_csv: Path, work: Path, select: str | None) -> dict:
+# --- the measured steps (each runs in a fresh process: python bench_warehouse.py --step NAME ARGS) -------
+
+
+def step_project(events_csv: Path, work: Path, sequences_only: bool) -> dict:
     from ml_tasks.config import Paths, WarehouseConfig
     from ml_tasks.data import warehouse
     from ml_tasks.data.ingest import ingest_file
@@ -69,73 +71,75 @@ def run_pipeline(events_csv: Path, work: Path, select: str | None) -> dict:
     started, cpu0 = time.perf_counter(), _cpu_s()
     loaded = ingest_file(events_csv, "generic", paths.warehouse)
     ingest_s = time.perf_counter() - started
-    if select:
-        cmd = warehouse.dbt_command(paths, WarehouseConfig(), select=select, command="run")
+    if sequences_only:
+        cmd = warehouse.dbt_command(paths, WarehouseConfig(), select="+ml_sequences", command="run")
         subprocess.run(cmd, env=warehouse.dbt_env(paths), cwd=REPO, check=True, capture_output=True)
-        built = {"select": select}
+        out = work / "ml_sequences.parquet"
+        with warehouse.read_only_connection(paths.warehouse) as con:
+            con.execute(f"copy ml_sequences to '{out}' (format parquet)")
+        built: dict = {"select": "+ml_sequences", "output": str(out)}
     else:
         built = warehouse.build(paths, WarehouseConfig())
+        built["output"] = str(paths.export_dir / "ml_sequences.parquet")
+        warehouse.export_ml_tables(paths)
     seconds = time.perf_counter() - started
-    n = warehouse.query(paths.warehouse, "select count(*) as n from ml_sequences")["n"].iloc[0]
+    rows = warehouse.query(paths.warehouse, "select count(*) as n from ml_sequences")["n"].iloc[0]
     return {"events": loaded["rows_loaded"], "seconds": round(seconds, 2), "ingest_seconds": round(ingest_s, 2),
             "build_seconds": round(seconds - ingest_s, 2), "cpu_seconds": round(_cpu_s() - cpu0, 1),
-            "ml_sequences_rows": int(n), "build": built, **_rss_mb()}
+            "ml_sequences_rows": int(rows), "output": built["output"],
+            "tests": built.get("tests"), "models": built.get("models"), **_rss_mb()}
 
 
-def run_pandas(events_csv: Path, horizon_hours: int = 48, step_hours: int = 12, length: int = 50) -> dict:
-    """The pandas way (DESIGN.md): the same samples, sequences and labels as ml_sequences' grid rows."""
-    import numpy as np
-    import pandas as pd
-
-    from ml_tasks.contracts import EVENT_TYPE_INDEX
+def step_peer(name: str, events_csv: Path, out: Path) -> dict:
+    sys.path.insert(0, str(BENCH))
+    import peers
 
     started, cpu0 = time.perf_counter(), _cpu_s()
-    df = pd.read_csv(events_csv, dtype={"user_id": str, "item_id": str, "category_id": str, "event_type": str})
-    df = df.dropna(subset=["user_id", "item_id", "category_id", "event_type", "event_ts"])
-    df["event_type"] = df["event_type"].str.strip().str.lower()
-    df = df[df["event_type"].isin(list(EVENT_TYPE_INDEX))]
-    df["event_at"] = pd.to_datetime(df["event_ts"], unit="s", utc=True)
-    df = df[df["event_at"] >= pd.Timestamp("1995-01-01", tz="UTC")].drop_duplicates()
-    df = df.sort_values(["user_id", "event_at", "category_id", "event_type"], kind="stable")
-    ts = df["event_at"].to_numpy().astype("datetime64[s]").astype("int64")
-    first_seen = df.sort_values("event_at", kind="stable").drop_duplicates("category_id")["category_id"]
-    cat_index = pd.Series(np.arange(1, len(first_seen) + 1), index=first_seen.to_numpy())
-    cats = df["category_id"].map(cat_index).to_numpy()
-    types = df["event_type"].map(EVENT_TYPE_INDEX).to_numpy()
-    users = df["user_id"].to_numpy()
-    max_ts = int(ts.max())
-    horizon, step = horizon_hours * 3600, step_hours * 3600
-    test_cutoff = max_ts - horizon
-    grid = test_cutoff - step * np.arange(0, (max_ts - int(ts.min())) // step + 2)
-    grid = grid[(grid == test_cutoff) | (grid <= test_cutoff - horizon)][::-1]
-    bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
-    rows = []
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        u_ts, u_cats, u_types = ts[a:b], cats[a:b], types[a:b]
-        starts = np.searchsorted(u_ts, grid, side="left")
-        ends = np.searchsorted(u_ts, grid + horizon, side="left")
-        for cutoff, n, m in zip(grid, starts, ends, strict=True):
-            if n == 0 or m == n:
-                continue
-            lo = max(n - length, 0)
-            label, counts = np.unique(u_cats[n:m], return_counts=True)
-            rows.append((users[a], int(cutoff), n, u_cats[lo:n], u_types[lo:n], (cutoff - u_ts[lo:n]) / 3600.0,
-                         label, counts))
-    seqs = pd.DataFrame(rows, columns=["user_id", "cutoff_ts", "n_history_events", "seq_category_idx",
-                                       "seq_event_type_idx", "seq_gap_hours", "label_category_idx",
-                                       "label_event_counts"])
-    seconds = time.perf_counter() - started
-    return {"events": int(len(df)), "seconds": round(seconds, 2), "cpu_seconds": round(_cpu_s() - cpu0, 1),
-            "grid_sequences": int(len(seqs)), "peak_rss_mb": _rss_mb()["peak_rss_mb_loader"]}
+    rows = getattr(peers, f"{name}_sequences")(events_csv, out)
+    return {"seconds": round(time.perf_counter() - started, 2), "cpu_seconds": round(_cpu_s() - cpu0, 1),
+            "sequences": rows, "output": str(out), **_rss_mb()}
 
 
-# --- orchestration -----------------------------------------------------------------------------------
+def _fresh(step: str, *args: str, env: dict | None = None) -> dict:
+    load = os.getloadavg()
+    out = subprocess.run([sys.executable, __file__, "--step", step, *args], cwd=REPO, check=True,
+                         capture_output=True, text=True, env=env)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**result, "load_average_before": [round(x, 2) for x in load],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
 
 
-def _in_fresh_process(kind: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--step", kind, *args], cwd=REPO, check=True,
-                         capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+# --- orchestration overhead ---------------------------------------------------------------------------
+
+
+def orchestration(root: Path) -> dict:
+    """``make run``'s pipeline (the DAGs through ``airflow dags test``) against ``python -m ml_tasks``
+    ingest, build and train on the same default synthetic data, each on a fresh workspace."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("IEP_", "AIRFLOW", "MLFLOW_"))}
+    out: dict = {}
+    for kind in ("airflow_dags", "cli"):
+        data = root / f"orchestration_{kind}"
+        env = {**base, "IEP_DATA_DIR": str(data), "AIRFLOW_HOME": str(data / "airflow"),
+               "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+               "TF_CPP_MIN_LOG_LEVEL": "2"}
+        subprocess.run([sys.executable, "-m", "ml_tasks", "generate"], env=env, cwd=REPO, check=True,
+                       capture_output=True)
+        load, started = os.getloadavg(), time.perf_counter()
+        if kind == "airflow_dags":
+            subprocess.run([sys.executable, "scripts/pipeline.py", "--no-generate"], env=env, cwd=REPO, check=True,
+                           capture_output=True)
+        else:
+            for step in (["ingest"], ["build"], ["train"]):
+                subprocess.run([sys.executable, "-m", "ml_tasks", *step], env=env, cwd=REPO, check=True,
+                               capture_output=True)
+        out[kind] = {"seconds": round(time.perf_counter() - started, 1),
+                     "load_average_before": [round(x, 2) for x in load],
+                     "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+    out["overhead_ratio"] = round(out["airflow_dags"]["seconds"] / out["cli"]["seconds"], 3)
+    return out
+
+
+# --- the run ----------------------------------------------------------------------------------------------
 
 
 def _generate(n_events: int, out_dir: Path) -> Path:
@@ -151,60 +155,90 @@ def _label(n: int) -> str:
     return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else str(n)
 
 
+def _median(rounds: list[dict], key: str) -> float:
+    return round(statistics.median(r[key] for r in rounds), 2)
+
+
+def measure_size(size: int, root: Path, repeats: int, env: dict) -> dict:
+    sys.path.insert(0, str(BENCH))
+    import peers
+
+    label = _label(size)
+    csv = _generate(size, root / f"data_{label}")
+    rounds: dict[str, list[dict]] = {"project_full": [], "project_sequences": [], "pandas": [], "polars": []}
+    for r in range(repeats):
+        for kind in rounds:
+            work = root / f"{kind}_{label}_{r}"
+            work.mkdir(parents=True, exist_ok=True)
+            if kind.startswith("project"):
+                run = _fresh("project", str(csv), str(work), "1" if kind == "project_sequences" else "", env=env)
+            else:
+                run = _fresh(kind, str(csv), str(work / "sequences.parquet"), env=env)
+            rounds[kind].append(run)
+            print(f"{label} round {r + 1} {kind}: {run['seconds']} s, {run['peak_rss_mb']} MB", file=sys.stderr,
+                  flush=True)
+        if r < repeats - 1:  # keep the last round's outputs for the equality check
+            for kind in rounds:
+                shutil.rmtree(root / f"{kind}_{label}_{r}", ignore_errors=True)
+    project_out = Path(rounds["project_sequences"][-1]["output"])
+    result: dict = {"events": rounds["project_full"][0]["events"], "rounds": rounds, "median": {}}
+    for kind, runs in rounds.items():
+        result["median"][kind] = {"seconds": _median(runs, "seconds"), "peak_rss_mb": _median(runs, "peak_rss_mb")}
+    for peer in ("pandas", "polars"):
+        result[f"{peer}_equal_to_project"] = peers.check_equal(Path(rounds[peer][-1]["output"]), project_out)
+    med = result["median"]
+    result["events_per_s_full"] = round(result["events"] / med["project_full"]["seconds"])
+    result["events_per_s_sequences_only"] = round(result["events"] / med["project_sequences"]["seconds"])
+    for peer in ("pandas", "polars"):
+        result[f"speedup_vs_{peer}"] = round(med[peer]["seconds"] / med["project_sequences"]["seconds"], 2)
+        result[f"memory_ratio_vs_{peer}"] = round(med["project_sequences"]["peak_rss_mb"] / med[peer]["peak_rss_mb"], 2)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-limit", help="DuckDB memory_limit for the project's steps, e.g. 12GB")
+    parser.add_argument("--orchestration", action="store_true", help="also measure make run against the CLI")
     parser.add_argument("--keep", type=Path, help="keep the generated data and warehouses here")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.step == "pipeline":
-        print(json.dumps(run_pipeline(Path(args.args[0]), Path(args.args[1]), args.args[2] or None)))
+    if args.step == "project":
+        print(json.dumps(step_project(Path(args.args[0]), Path(args.args[1]), bool(args.args[2]))))
         return 0
-    if args.step == "pandas":
-        print(json.dumps(run_pandas(Path(args.args[0]))))
+    if args.step in ("pandas", "polars"):
+        print(json.dumps(step_peer(args.step, Path(args.args[0]), Path(args.args[1]))))
         return 0
 
+    env = dict(os.environ)
+    if args.memory_limit:
+        env["IEP_DUCKDB_MEMORY_LIMIT"] = args.memory_limit
     root = args.keep or Path(tempfile.mkdtemp(prefix="iep-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    result: dict = {"machine": {"cpus": os.cpu_count(), "load_average_start": os.getloadavg()},
+    result: dict = {"machine": {"cpus": os.cpu_count(), "load_average_start": os.getloadavg(),
+                                "memory_limit": args.memory_limit},
                     "synthetic": {"days": DAYS, "events_per_user_day": EVENTS_PER_USER_DAY, "seed": SEED},
-                    "runs": {}}
+                    "repeats": args.repeats, "sizes": {}}
     try:
         for size in sorted(args.sizes):
-            label = _label(size)
-            csv = _generate(size, root / f"data_{label}")
-            run = _in_fresh_process("pipeline", str(csv), str(root / f"wh_{label}"), "")
-            run["events_per_s"] = round(run["events"] / run["seconds"])
-            result["runs"][label] = run
-            result[f"events_per_s_{label}"] = run["events_per_s"]
-            print(f"{label}: {run}", file=sys.stderr, flush=True)
-            if size == min(args.sizes):
-                pandas = _in_fresh_process("pandas", str(csv))
-                seq_only = _in_fresh_process("pipeline", str(csv), str(root / f"wh_{label}_seq"), "+ml_sequences")
-                result["pandas"] = {label: pandas}
-                result["sequences_only"] = {label: seq_only}
-                result[f"pandas_ratio_{label}"] = round(pandas["seconds"] / run["seconds"], 2)
-                result[f"pandas_ratio_{label}_sequences_only"] = round(pandas["seconds"] / seq_only["seconds"], 2)
-                print(f"pandas {label}: {pandas}; sequences only: {seq_only}", file=sys.stderr, flush=True)
+            result["sizes"][_label(size)] = measure_size(size, root, args.repeats, env)
         labels = [_label(s) for s in sorted(args.sizes)]
         if len(labels) >= 2:
-            small, big = result["runs"][labels[0]], result["runs"][labels[-1]]
-            ratio = (big["seconds"] / big["events"]) / (small["seconds"] / small["events"])
-            result["per_event_cost_ratio"] = round(ratio, 3)
+            small, big = result["sizes"][labels[0]], result["sizes"][labels[-1]]
+            result["per_event_cost_ratio"] = round(small["events_per_s_full"] / big["events_per_s_full"], 3)
+        if args.orchestration:
+            result["orchestration"] = orchestration(root)
         result["machine"]["load_average_end"] = os.getloadavg()
-        result["goals"] = {
-            "events_per_s_10m >= 200000": result.get("events_per_s_10m", 0) >= 200_000,
-            "per_event_cost_ratio <= 1.5": result.get("per_event_cost_ratio", 99) <= 1.5,
-            "pandas_ratio_1m >= 5": result.get("pandas_ratio_1m", 0) >= 5,
-        }
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "pandas", "sequences_only")}, indent=2))
+    summary = {label: {k: v for k, v in r.items() if k not in ("rounds",)} for label, r in result["sizes"].items()}
+    print(json.dumps({"sizes": summary, **{k: v for k, v in result.items() if k not in ("sizes",)}}, indent=2))
     return 0
 
 
