@@ -51,8 +51,10 @@ DELIMITERS: dict[str, tuple[str, str, str]] = {
     "\t": ("'\\t'", "chr(9)", "\\t"),
 }
 
-#: environment variables that size the loader's DuckDB (defaults: half the memory, every core)
+#: environment variables that size the loader's DuckDB (defaults: half the memory, every core); the
+#: project-wide DuckDB limit (the dbt profile's) applies to the loader too when the loader's own is unset
 MEMORY_LIMIT_ENV = "IEP_INGEST_MEMORY_LIMIT"
+PROJECT_MEMORY_LIMIT_ENV = "IEP_DUCKDB_MEMORY_LIMIT"
 THREADS_ENV = "IEP_INGEST_THREADS"
 
 LOAD_COLUMNS = (
@@ -111,7 +113,8 @@ class Resources:
 
     @classmethod
     def resolve(cls, temp_directory: Path, memory_limit: str | None = None, threads: int | None = None) -> Resources:
-        memory = memory_limit or os.environ.get(MEMORY_LIMIT_ENV) or _half_the_memory()
+        memory = (memory_limit or os.environ.get(MEMORY_LIMIT_ENV) or os.environ.get(PROJECT_MEMORY_LIMIT_ENV)
+                  or _half_the_memory())
         n = threads or int(os.environ.get(THREADS_ENV) or 0) or os.cpu_count() or 1
         return cls(memory_limit=str(memory), threads=max(int(n), 1), temp_directory=temp_directory)
 
