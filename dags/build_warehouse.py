@@ -43,8 +43,10 @@ PATHS = Paths.from_env()
 DBT_EXECUTABLE = Path(sys.executable).parent / "dbt"
 MANIFEST = PATHS.dbt_project_dir / "target" / "manifest.json"
 DBT_ENV = {"IEP_WAREHOUSE": str(PATHS.warehouse), "IEP_EXPORT_DIR": str(PATHS.export_dir)}
-if os.environ.get("IEP_PSEUDONYMISE_SALT"):
-    DBT_ENV["IEP_PSEUDONYMISE_SALT"] = os.environ["IEP_PSEUDONYMISE_SALT"]
+# the pseudonymisation secret reaches dbt's connection through the profile's plugin, never SQL text; its
+# name contains SECRET, so Airflow masks it in the task's rendered fields
+if os.environ.get("IEP_PSEUDONYMISE_SECRET"):
+    DBT_ENV["IEP_PSEUDONYMISE_SECRET"] = os.environ["IEP_PSEUDONYMISE_SECRET"]
 
 
 @dag(

@@ -36,7 +36,7 @@ def both(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DBT_TARGET_PATH", str(root / "dbt-target"))
     mp.setenv("DBT_LOG_PATH", str(root / "dbt-target" / "logs"))
-    mp.delenv("IEP_PSEUDONYMISE_SALT", raising=False)
+    mp.delenv("IEP_PSEUDONYMISE_SECRET", raising=False)
     paths = Paths.from_env(data_dir=root, warehouse=root / "wh.duckdb", export_dir=root / "exports")
     config = WarehouseConfig(horizon_hours=24, cutoff_step_hours=12, sequence_length=8)
     ingest_file(FIXTURE, "generic", paths.warehouse)

@@ -43,7 +43,7 @@ def dbt_target(tmp_path_factory) -> Path:
 def paths(tmp_path, monkeypatch, dbt_target) -> Paths:
     monkeypatch.setenv("DBT_TARGET_PATH", str(dbt_target))
     monkeypatch.setenv("DBT_LOG_PATH", str(dbt_target / "logs"))
-    monkeypatch.delenv("IEP_PSEUDONYMISE_SALT", raising=False)
+    monkeypatch.delenv("IEP_PSEUDONYMISE_SECRET", raising=False)
     return Paths.from_env(data_dir=tmp_path, warehouse=tmp_path / "wh.duckdb", export_dir=tmp_path / "exports")
 
 
@@ -249,13 +249,17 @@ def test_samples_sets_build_with_every_dbt_test_passing(paths, samples, dataset,
 
 
 @pytest.mark.slow
-def test_pseudonymised_user_ids_are_salted_hashes(paths, monkeypatch):
+def test_pseudonymised_user_ids_are_salted_hashes(paths, monkeypatch, dbt_target):
     ingest_file(SMALL, "generic", paths.warehouse)
-    monkeypatch.setenv("IEP_PSEUDONYMISE_SALT", "pepper'salt")
+    secret = "pepper'salt-0a9f3c"
+    monkeypatch.setenv("IEP_PSEUDONYMISE_SECRET", secret)
     warehouse.build(paths, CONFIG)
     ids = set(table(paths.warehouse, "fct_events")["user_id"])
     raw_ids = set(pd.read_csv(SMALL, dtype=str)["user_id"])
-    assert ids == {hashlib.sha256(("pepper'salt" + u).encode()).hexdigest() for u in raw_ids}
+    assert ids == {hashlib.sha256((secret + u).encode()).hexdigest() for u in raw_ids}
+    # the secret is in no dbt artifact: manifest, run results, compiled and run SQL, logs
+    leaked = [p for p in dbt_target.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == []
 
 
 @pytest.mark.slow
