@@ -135,4 +135,5 @@ BASELINE_NAMES: tuple[str, ...] = (
     "recency_decay",
     "last_category",
     "markov",
+    "covisitation",
 )

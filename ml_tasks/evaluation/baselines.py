@@ -1,4 +1,4 @@
-"""The five mandatory baselines of ``shared/docs/EVALUATION.md``, scored for every candidate category.
+"""The six mandatory baselines of ``shared/docs/EVALUATION.md``, scored for every candidate category.
 
 Pure pandas/numpy; no side effects at import. Every baseline reads only the ``events`` export frame
 (``user_id``, ``category_idx``, ``event_type``, ``event_ts``) strictly before the cutoff ``T`` and
@@ -16,11 +16,18 @@ recency_decay      sum of ``w(event_type) * 0.5 ** (age_hours / half_life_hours)
 last_category      how recently c appeared in u's sequence (most recent first)
 markov             first-order transition counts from u's last category to c over all users'
                    sequences; backs off to u's own event counts, then popularity
+covisitation       sum over u's 10 most recent distinct categories a (weight 1/rank) of how often c
+                   followed a within 3 events in all users' sequences, normalised per a
 =================  ==========================================================================
+
+In the *discover* ranking (the user's history left out) recency, frequency and last-category have
+nothing to score and follow popularity order; popularity, markov and covisitation are the real ones.
 
 Public API::
 
     events_before(events, cutoff_ts) -> DataFrame
+    transition_counts(ev) / markov_scores(counts, user_events, users, candidates)      # markov in two parts
+    covisitation_table(ev) / covisitation_scores(table, user_events, users, candidates)  # the same
     popularity_counts(events, cutoff_ts, candidates, horizon_hours) -> ndarray
     baseline_scores(name, events, cutoff_ts, users, candidates, horizon_hours,
                     half_life_hours=72.0, weights=EVENT_WEIGHTS) -> ndarray[n_users, n_candidates]
@@ -35,6 +42,12 @@ import numpy as np
 import pandas as pd
 
 from ml_tasks.contracts import BASELINE_NAMES, EVENT_WEIGHTS
+
+#: co-visitation: categories that follow within this many events (repeats in a row count once) ...
+COVISIT_WINDOW = 3
+#: ... of each of the user's this many most recent distinct categories (both chosen at the validation
+#: cutoffs of the Taobao sample and the default synthetic data, among windows 1/3/5 and 1/5/10 categories)
+COVISIT_RECENT = 10
 
 
 def events_before(events: pd.DataFrame, cutoff_ts: int) -> pd.DataFrame:
@@ -108,6 +121,32 @@ def last_category(events, cutoff_ts, users, candidates, horizon_hours, **_: obje
     return out
 
 
+def transition_counts(ev: pd.DataFrame) -> pd.DataFrame:
+    """``src, dst, n``: consecutive events of one user, ``src`` then ``dst`` (``ev`` sorted by user, time)."""
+    user = ev["user_id"].to_numpy()
+    cat = ev["category_idx"].to_numpy()
+    same_user = user[1:] == user[:-1]
+    trans = pd.DataFrame({"src": cat[:-1][same_user], "dst": cat[1:][same_user]})
+    return trans.groupby(["src", "dst"]).size().rename("n").reset_index()
+
+
+def markov_scores(
+    counts: pd.DataFrame, user_events: pd.DataFrame, users: Sequence[str], candidates: np.ndarray
+) -> np.ndarray:
+    """Transition counts from each user's last category (``user_events`` sorted by user and time),
+    then the user's own event counts scaled below every transition count."""
+    shape = (len(users), len(candidates))
+    last = user_events.groupby("user_id", sort=False)["category_idx"].last()
+    last = last[last.index.isin(pd.Index(users))].rename("src").reset_index()
+    pairs = last.merge(counts, on="src", how="inner").rename(columns={"dst": "category_idx"})
+    r, c, keep = _indexer(pairs, users, candidates)
+    out = _scatter(shape, r, c, pairs["n"].to_numpy(dtype=float)[keep])
+    r, c, _keep = _indexer(user_events, users, candidates)
+    freq = _scatter(shape, r, c, np.ones(len(r)))
+    # transition counts are integers >= 1: the back-off term stays strictly below 1
+    return out + freq / (freq.max(axis=1, keepdims=True) + 1.0)
+
+
 def markov(events, cutoff_ts, users, candidates, horizon_hours, **_: object) -> np.ndarray:
     """First-order transition counts ``last(u) -> c`` over all users' consecutive events before T.
 
@@ -118,19 +157,53 @@ def markov(events, cutoff_ts, users, candidates, horizon_hours, **_: object) -> 
     own transitions alone give 0.274 and global ones with a direct popularity back-off 0.260.
     """
     ev = events_before(events, cutoff_ts)
+    return markov_scores(transition_counts(ev), ev, users, candidates)
+
+
+def covisitation_table(ev: pd.DataFrame, window: int = COVISIT_WINDOW) -> pd.DataFrame:
+    """``src, dst, weight``: how often ``dst`` followed ``src`` within ``window`` events of one user's
+    sequence (``ev`` sorted by user and time; repeats of a category in a row count once, ``dst != src``),
+    normalised so each ``src`` sums to 1."""
     user = ev["user_id"].to_numpy()
     cat = ev["category_idx"].to_numpy()
-    same_user = user[1:] == user[:-1]
-    trans = pd.DataFrame({"src": cat[:-1][same_user], "dst": cat[1:][same_user]})
-    counts = trans.groupby(["src", "dst"]).size().rename("n").reset_index()
-    last = ev.groupby("user_id", sort=False)["category_idx"].last()
-    last = last[last.index.isin(pd.Index(users))].rename("src").reset_index()
-    pairs = last.merge(counts, on="src", how="inner").rename(columns={"dst": "category_idx"})
+    run_start = np.ones(len(cat), dtype=bool)
+    run_start[1:] = (user[1:] != user[:-1]) | (cat[1:] != cat[:-1])
+    user, cat = user[run_start], cat[run_start]
+    src, dst = [], []
+    for lag in range(1, window + 1):
+        ok = (user[lag:] == user[:-lag]) & (cat[lag:] != cat[:-lag])
+        src.append(cat[:-lag][ok])
+        dst.append(cat[lag:][ok])
+    pairs = pd.DataFrame({"src": np.concatenate(src), "dst": np.concatenate(dst)})
+    table = pairs.groupby(["src", "dst"]).size().rename("weight").reset_index()
+    table["weight"] = table["weight"] / table.groupby("src")["weight"].transform("sum")
+    return table
+
+
+def covisitation_scores(
+    table: pd.DataFrame,
+    user_events: pd.DataFrame,
+    users: Sequence[str],
+    candidates: np.ndarray,
+    n_recent: int = COVISIT_RECENT,
+) -> np.ndarray:
+    """Sum over each user's ``n_recent`` most recent distinct categories ``a`` (weight ``1 / rank``, the
+    latest rank 1) of ``table``'s normalised co-visitation ``a -> c``; ``user_events`` sorted by user, time."""
+    recent = user_events.iloc[::-1].drop_duplicates(["user_id", "category_idx"])
+    rank = recent.groupby("user_id", sort=False).cumcount().to_numpy()
+    recent = recent.assign(w=1.0 / (rank + 1))[rank < n_recent]
+    recent = recent[recent["user_id"].isin(pd.Index(users))]
+    pairs = recent[["user_id", "category_idx", "w"]].rename(columns={"category_idx": "src"})
+    pairs = pairs.merge(table, on="src", how="inner").rename(columns={"dst": "category_idx"})
     r, c, keep = _indexer(pairs, users, candidates)
-    out = _scatter((len(users), len(candidates)), r, c, pairs["n"].to_numpy(dtype=float)[keep])
-    freq = user_frequency(events, cutoff_ts, users, candidates, horizon_hours)
-    # transition counts are integers >= 1: the back-off term stays strictly below 1
-    return out + freq / (freq.max(axis=1, keepdims=True) + 1.0)
+    vals = (pairs["w"] * pairs["weight"]).to_numpy(dtype=float)[keep]
+    return _scatter((len(users), len(candidates)), r, c, vals)
+
+
+def covisitation(events, cutoff_ts, users, candidates, horizon_hours, **_: object) -> np.ndarray:
+    """Co-visitation from the user's recent categories (:func:`covisitation_table`, events before T)."""
+    ev = events_before(events, cutoff_ts)
+    return covisitation_scores(covisitation_table(ev), ev, users, candidates)
 
 
 BASELINES: dict[str, Callable[..., np.ndarray]] = {
@@ -139,6 +212,7 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {
     "recency_decay": recency_decay,
     "last_category": last_category,
     "markov": markov,
+    "covisitation": covisitation,
 }
 assert tuple(BASELINES) == BASELINE_NAMES
 

@@ -1,4 +1,4 @@
-"""Full-ranking metrics of ``shared/docs/EVALUATION.md``: NDCG@10, recall@10, MRR, repeat/explore splits.
+"""Full-ranking metrics of ``shared/docs/EVALUATION.md``: NDCG@10, recall@10, MRR; repeat, explore, discover.
 
 Pure numpy; no side effects at import.
 
@@ -12,10 +12,16 @@ Relevance is binary: ``relevant[u]`` holds the distinct categories the user touc
 window, *including* categories that are not candidates (never seen before the cutoff): they cannot
 be ranked but they count in ``|R(u)|``.
 
+*Discover* (EVALUATION.md): each user's ranking without the categories of the user's history, and as
+relevant set the new categories the user touches in the window; users without one are left out.
+
 Public API::
 
-    per_user_metrics(scores, candidates, relevant, tie_break, k=10) -> dict[str, ndarray]
+    per_user_metrics(scores, candidates, relevant, tie_break, k=10, exclude=None) -> dict[str, ndarray]
+    per_user_table(scores, candidates, relevant, tie_break, history=None, k=10) -> dict[str, ndarray]
+    mean_metrics(per_user_table) -> dict[str, float]       # means and n_users / n_users_<kind>
     ranking_metrics(scores, candidates, relevant, tie_break, history=None, k=10) -> dict[str, float]
+    history_mask(candidates, history) -> bool ndarray[n_users, n_candidates]
     ndcg_at_k(ranked, relevant, k=10) / recall_at_k(...) / reciprocal_rank(...)   # one user, lists
 """
 
@@ -73,16 +79,40 @@ def _relevance_matrix(
     return rel, n_rel
 
 
+def history_mask(candidates: np.ndarray, history: Sequence[np.ndarray | Sequence[int]]) -> np.ndarray:
+    """Boolean ``[n_users, n_candidates]``: the candidate is in the user's history."""
+    mask, _ = _relevance_matrix(candidates, history)
+    return mask
+
+
 def per_user_metrics(
     scores: np.ndarray,
     candidates: np.ndarray,
     relevant: Sequence[np.ndarray | Sequence[int]],
     tie_break: np.ndarray,
     k: int = K,
+    exclude: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """``ndcg@k``, ``recall@k``, ``mrr`` per user (users with empty ``relevant`` get NaN)."""
-    order = rank_order(scores, tie_break)
+    """``ndcg@k``, ``recall@k``, ``mrr`` per user (users with empty ``relevant`` get NaN).
+
+    ``exclude`` (boolean ``[n_users, n_candidates]``) takes candidates out of each user's ranking: the
+    others keep their order (the *discover* ranking excludes the user's history).
+    """
+    return _from_order(rank_order(scores, tie_break), candidates, relevant, k, exclude)
+
+
+def _from_order(
+    order: np.ndarray,
+    candidates: np.ndarray,
+    relevant: Sequence[np.ndarray | Sequence[int]],
+    k: int,
+    exclude: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     rel, n_rel = _relevance_matrix(candidates, relevant)
+    if exclude is not None:
+        dropped = np.take_along_axis(np.asarray(exclude, dtype=bool), order, axis=1)
+        order = np.take_along_axis(order, np.argsort(dropped, axis=1, kind="stable"), axis=1)
+        rel &= ~np.asarray(exclude, dtype=bool)  # an excluded category is never a hit
     hits = np.take_along_axis(rel, order, axis=1)
     top = hits[:, :k]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
@@ -99,6 +129,46 @@ def per_user_metrics(
     return {f"ndcg@{k}": ndcg, f"recall@{k}": recall, "mrr": mrr}
 
 
+def per_user_table(
+    scores: np.ndarray,
+    candidates: np.ndarray,
+    relevant: Sequence[np.ndarray | Sequence[int]],
+    tie_break: np.ndarray,
+    history: Sequence[np.ndarray | Sequence[int]] | None = None,
+    k: int = K,
+) -> dict[str, np.ndarray]:
+    """Every per-user metric, NaN where a user has no relevant category of that kind.
+
+    Without ``history``: ``ndcg@k``, ``recall@k``, ``mrr``. With it (categories each user touched
+    before the cutoff), also suffixed ``_repeat`` (relevant set restricted to history categories),
+    ``_explore`` (restricted to new categories, ranked among all candidates) and ``_discover`` (the
+    same new categories, ranked among the candidates outside the user's history).
+    """
+    order = rank_order(scores, tie_break)
+    out = _from_order(order, candidates, relevant, k)
+    if history is None:
+        return out
+    seen = history_mask(candidates, history)
+    hist_sets = [{int(c) for c in h} for h in history]
+    pairs = list(zip(relevant, hist_sets, strict=True))
+    repeat = [np.array([c for c in r if int(c) in h], dtype=np.int64) for r, h in pairs]
+    new = [np.array([c for c in r if int(c) not in h], dtype=np.int64) for r, h in pairs]
+    for suffix, rel, exclude in (("repeat", repeat, None), ("explore", new, None), ("discover", new, seen)):
+        out.update({f"{name}_{suffix}": v for name, v in _from_order(order, candidates, rel, k, exclude).items()})
+    return out
+
+
+def mean_metrics(per_user: dict[str, np.ndarray]) -> dict[str, float]:
+    """Means over the users that have a value, and ``n_users`` / ``n_users_<kind>`` counts."""
+    out: dict[str, float] = {}
+    for name, vals in per_user.items():
+        n = int(np.sum(~np.isnan(vals)))
+        out[name] = float(np.nanmean(vals)) if n else float("nan")
+        if name.startswith("mrr"):
+            out["n_users" + name[3:]] = n
+    return out
+
+
 def ranking_metrics(
     scores: np.ndarray,
     candidates: np.ndarray,
@@ -107,31 +177,6 @@ def ranking_metrics(
     history: Sequence[np.ndarray | Sequence[int]] | None = None,
     k: int = K,
 ) -> dict[str, float]:
-    """Mean metrics over users with a non-empty relevant set.
-
-    With ``history`` (categories each user touched before the cutoff), also the *repeat* metrics
-    (relevant set restricted to history categories; users with at least one) and the *explore*
-    metrics (relevant set restricted to new categories; users with at least one), suffixed
-    ``_repeat`` / ``_explore``, and their user counts ``n_users_repeat`` / ``n_users_explore``.
-    """
-    out: dict[str, float] = {}
-    per = per_user_metrics(scores, candidates, relevant, tie_break, k)
-    n = int(np.sum([len(r) > 0 for r in relevant]))
-    for name, vals in per.items():
-        out[name] = float(np.nanmean(vals)) if n else float("nan")
-    out["n_users"] = n
-    if history is not None:
-        hist_sets = [{int(c) for c in h} for h in history]
-        pairs = list(zip(relevant, hist_sets, strict=True))
-        repeat = [np.array([c for c in r if int(c) in h], dtype=np.int64) for r, h in pairs]
-        explore = [np.array([c for c in r if int(c) not in h], dtype=np.int64) for r, h in pairs]
-        for suffix, rel in (("repeat", repeat), ("explore", explore)):
-            keep = np.array([len(r) > 0 for r in rel])
-            out[f"n_users_{suffix}"] = int(keep.sum())
-            if not keep.any():
-                continue
-            kept = [r for r, kk in zip(rel, keep, strict=True) if kk]
-            sub = per_user_metrics(np.atleast_2d(np.asarray(scores))[keep], candidates, kept, tie_break, k)
-            for name, vals in sub.items():
-                out[f"{name}_{suffix}"] = float(np.nanmean(vals))
-    return out
+    """Mean metrics over users with a non-empty relevant set (:func:`per_user_table`), with
+    ``n_users`` and, with ``history``, ``n_users_repeat`` / ``n_users_explore`` / ``n_users_discover``."""
+    return mean_metrics(per_user_table(scores, candidates, relevant, tie_break, history, k))

@@ -1,4 +1,5 @@
-"""The five baselines on a hand-computed case, and the reference figures on the real Taobao sample."""
+"""The baselines on a hand-computed case, and the reference figures on the real Taobao sample (co-visitation:
+tests/evaluation/test_discover.py)."""
 
 from __future__ import annotations
 
@@ -106,6 +107,8 @@ REFERENCE = {  # EVALUATION.md, Taobao sample, horizon 2 days, half-life 72 h
     "popularity": 0.200,
 }
 
+DISCOVER_REFERENCE = {"popularity": 0.116, "markov": 0.105}  # EVALUATION.md, same split
+
 
 def test_reference_figures_on_the_taobao_sample(samples):
     from ml_tasks.evaluation.protocol import baseline_metrics, cutoff_context
@@ -134,3 +137,10 @@ def test_reference_figures_on_the_taobao_sample(samples):
     results = baseline_metrics(Data, ctx, half_life_hours=72.0)
     for name, ref in REFERENCE.items():
         assert results[name]["ndcg@10"] == pytest.approx(ref, abs=0.01), name
+    # discover: 517 users touch a category new to them in the window
+    for name, ref in DISCOVER_REFERENCE.items():
+        assert results[name]["n_users_discover"] == 517
+        assert results[name]["ndcg@10_discover"] == pytest.approx(ref, abs=0.005), name
+    # recency, frequency and last-category have nothing to score there: popularity order
+    for name in ("recency_decay", "user_frequency", "last_category"):
+        assert results[name]["ndcg@10_discover"] == results["popularity"]["ndcg@10_discover"]
