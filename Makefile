@@ -14,7 +14,6 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 # astronomer-cosmos would report usage to a web service at every DAG run; the pipeline makes no outside calls
 export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
-export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export TF_CPP_MIN_LOG_LEVEL := 2
 DATA ?= synthetic
 # the synthetic log in .data/; a real sample (make run DATA=taobao) in a data folder of its own
@@ -65,6 +64,7 @@ lint: install ## ruff, the import contract (import-linter) and sqlfluff on the d
 
 bench: install ## benchmarks against pandas and Polars (1M and 10M events, median of 3) and the model; JSON in bench/results/
 	$(BIN)/python bench/bench_warehouse.py --orchestration
+	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_model.py
 
 bench-large: install ## the warehouse at 50M events under a 12 GB DuckDB memory limit (not in CI; long)

@@ -32,7 +32,7 @@ import os
 import sys
 from pathlib import Path
 
-from airflow.sdk import dag, task
+from airflow.sdk import TriggerRule, dag, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior, TestIndirectSelection
 from pipeline_common import DEFAULT_ARGS, ML_SEQUENCES, RAW_EVENTS, START_DATE, WAREHOUSE_POOL
@@ -47,6 +47,12 @@ DBT_ENV = {"IEP_WAREHOUSE": str(PATHS.warehouse), "IEP_EXPORT_DIR": str(PATHS.ex
 # name contains SECRET, so Airflow masks it in the task's rendered fields
 if os.environ.get("IEP_PSEUDONYMISE_SECRET"):
     DBT_ENV["IEP_PSEUDONYMISE_SECRET"] = os.environ["IEP_PSEUDONYMISE_SECRET"]
+
+
+def _group_tasks(group):
+    """Every task of a task group, nested groups included."""
+    for child in group.children.values():
+        yield from (_group_tasks(child) if hasattr(child, "children") else (child,))
 
 
 @dag(
@@ -90,6 +96,15 @@ def build_warehouse():
         ),
         operator_args={"pool": WAREHOUSE_POOL, "install_deps": False},
     )
+
+    # In a task group Cosmos leaves the model tasks that start the dbt graph without an upstream, so they
+    # could start, and poll, before the producer's dbt build (in `airflow dags test`, one process: forever).
+    # They follow the producer here, whatever its outcome: the one-slot pool serialises them after it anyway.
+    producer = next(t for t in _group_tasks(dbt) if t.task_id.endswith("dbt_producer_watcher"))
+    for consumer in _group_tasks(dbt):
+        if consumer is not producer and not consumer.upstream_task_ids and consumer.task_type != "EmptyOperator":
+            producer >> consumer
+            consumer.trigger_rule = TriggerRule.ALL_DONE
 
     @task(pool=WAREHOUSE_POOL, outlets=[ML_SEQUENCES])
     def export_ml_tables() -> dict:

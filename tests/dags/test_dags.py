@@ -83,6 +83,12 @@ def test_dbt_runs_as_one_build_with_a_task_per_model(dagbag):
     consumers = [t for t in build.tasks if t.task_id.startswith("dbt.") and t not in producers
                  and t.task_type != "EmptyOperator"]
     assert len(consumers) >= 17 and all("Watcher" in t.task_type for t in consumers)
+    # every model/test task waits for the producer's build to end, whatever its outcome (one process
+    # running the DAG, as `airflow dags test` does, must never poll for a build that has not started)
+    downstream = producers[0].get_flat_relative_ids(upstream=False)
+    assert {t.task_id for t in consumers} <= downstream
+    roots = [t for t in consumers if producers[0].task_id in t.upstream_task_ids]
+    assert roots and {t.trigger_rule for t in roots} == {"all_done"}
 
 
 def test_dbt_models_render_as_tasks(dagbag):
