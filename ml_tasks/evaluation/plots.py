@@ -41,11 +41,21 @@ def explained_variance(curve: Mapping[str, Any]):
 
 
 def model_vs_baselines(report: Mapping[str, Any], metric: str = "ndcg@10"):
-    """Horizontal bars: every method's metric in a report (EVALUATION.md format), best on top."""
+    """Horizontal bars: every method's metric in a report (EVALUATION.md format), best on top; the error
+    bars are the 95 % bootstrap intervals where the report has them (``<metric>_ci95``), else the std."""
     results = report["results"]
-    names = sorted((n for n in results if metric in results[n]), key=lambda n: results[n][metric])
+    names = sorted(
+        (n for n in results if np.isfinite(results[n].get(metric, np.nan))), key=lambda n: results[n][metric]
+    )
     values = [results[n][metric] for n in names]
-    errors = [results[n].get(f"{metric}_std", 0.0) for n in names]
+    errors = np.array(
+        [
+            [v - results[n][f"{metric}_ci95"][0], results[n][f"{metric}_ci95"][1] - v]
+            if f"{metric}_ci95" in results[n]
+            else [results[n].get(f"{metric}_std", 0.0)] * 2
+            for n, v in zip(names, values, strict=True)
+        ]
+    ).reshape(-1, 2).T
     fig, ax = _figure(7.0, 0.45 * len(names) + 1.2)
     colors = [
         "tab:orange" if n in ("lstm_pca_predictor", "predictor_without_lstm") else "tab:blue" for n in names
@@ -54,6 +64,8 @@ def model_vs_baselines(report: Mapping[str, Any], metric: str = "ndcg@10"):
     for y, v in enumerate(values):
         ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
     n_users = report.get("protocol", {}).get("n_eval_users")
+    if metric.endswith("_discover") and names:
+        n_users = int(results[names[-1]].get("n_users_discover", 0))
     ax.set(xlabel=metric, title=f"{report.get('dataset', '')}: model vs baselines ({n_users} users)")
     fig.tight_layout()
     return fig
@@ -97,18 +109,21 @@ def metrics_over_days(per_day: Sequence[Mapping[str, Any]], methods: Sequence[st
     return fig
 
 
-def switch_follow(result: Mapping[str, Any]):
+def switch_follow(result: Mapping[str, Any], discover: bool = False):
     """Share of planted-switch users whose top-1 category is the new interest, k events after the switch
-    (``ml_tasks.experiments.switch_follow``), one line per method."""
+    (``ml_tasks.evaluation.switch_follow``), one line per method; ``discover``: the top-1 outside the
+    user's history, over the users who have not touched the new interest yet."""
+    suffix = "_discover" if discover else ""
     fig, ax = _figure()
-    for name, share in result.get("share_following_by_event", {}).items():
-        median = result.get("events_to_follow", {}).get(name, {}).get("median")
+    for name, share in result.get(f"share_following_by_event{suffix}", {}).items():
+        median = result.get(f"events_to_follow{suffix}", {}).get(name, {}).get("median")
         label = f"{name} (median {median:g} events)" if median is not None else name
         ax.plot(range(len(share)), share, marker="o", ms=3, label=label)
-    n = result.get("n_users_followed")
+    n = result.get(f"n_users{suffix}_followed")
+    what = "discover top-1 (outside the history)" if discover else "top-1"
     ax.set(
         xlabel="events after the switch",
-        ylabel="share of users whose top-1 is the new interest",
+        ylabel=f"share of users whose {what} is the new interest",
         ylim=(0, 1.02),
         title=f"Following a planted interest switch ({n} users)",
     )

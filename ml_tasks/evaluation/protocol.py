@@ -12,10 +12,16 @@ Pure: frames and config in, a JSON-safe report dict out; no mlflow/duckdb/airflo
    validation metrics are reported), then the final fit (up to ``T_test``, the selected number of
    epochs), scored at ``T_test``. ``lstm_pca_predictor`` and ``predictor_without_lstm`` report the
    mean over seeds and ``*_std``.
+3. Every method's metrics come overall, on repeat/explore categories and on *discover* (the ranking
+   without the user's history, the new categories as relevant set), each with a paired-bootstrap 95 %
+   interval over users (``*_ci95``; for the learned models on the per-user metrics averaged over
+   seeds), and ``comparisons``: the model against the best baseline and against its ablation, overall
+   and discover, as ratios with intervals and a verdict (:mod:`ml_tasks.evaluation.compare`).
 
 Public API::
 
     CutoffContext / cutoff_context(events, cutoff_ts, horizon_hours)
+    baseline_tables(data, ctx, half_life_hours, weights=EVENT_WEIGHTS) -> {name: per-user metrics}
     baseline_metrics(data, ctx, half_life_hours, weights=EVENT_WEIGHTS) -> {name: metrics}
     tune_half_life(data, grid) -> (best_half_life, {half_life: ndcg@10 at T_val})
     model_score_matrix(model, data, ctx, use_lstm=True) -> ndarray[n_users, n_candidates]
@@ -35,7 +41,8 @@ import pandas as pd
 from ml_tasks.config import ModelConfig
 from ml_tasks.contracts import ABLATION_NAME, BASELINE_NAMES, EVENT_WEIGHTS, METRIC_NAMES, MODEL_NAME
 from ml_tasks.evaluation import baselines
-from ml_tasks.evaluation.metrics import ranking_metrics
+from ml_tasks.evaluation.compare import confidence
+from ml_tasks.evaluation.metrics import mean_metrics, per_user_table
 from ml_tasks.model.fit import select_and_fit
 from ml_tasks.model.predictor import popularity_from_events, score_matrix
 from ml_tasks.model.ranking import tie_break_rank
@@ -55,8 +62,12 @@ class CutoffContext:
     popularity: np.ndarray  # events per candidate in the last horizon (all users)
     tie_break: np.ndarray
 
+    def per_user(self, scores: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-user metrics (overall, repeat, explore, discover; NaN where a user has none)."""
+        return per_user_table(scores, self.candidates, self.relevant, self.tie_break, self.history)
+
     def metrics(self, scores: np.ndarray) -> dict[str, float]:
-        return ranking_metrics(scores, self.candidates, self.relevant, self.tie_break, self.history)
+        return mean_metrics(self.per_user(scores))
 
 
 def cutoff_context(events: pd.DataFrame, cutoff_ts: int, horizon_hours: float) -> CutoffContext:
@@ -92,17 +103,24 @@ def events_frame(data: Any) -> pd.DataFrame:
     return ev
 
 
-def baseline_metrics(
+def baseline_tables(
     data: Any, ctx: CutoffContext, half_life_hours: float, weights: Mapping[str, float] = EVENT_WEIGHTS
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per-user metrics of every baseline at ``ctx`` (:meth:`CutoffContext.per_user`)."""
     ev = events_frame(data)
     out = {}
     for name in BASELINE_NAMES:
         scores = baselines.baseline_scores(
             name, ev, ctx.cutoff_ts, ctx.users, ctx.candidates, ctx.horizon_hours, half_life_hours, weights
         )
-        out[name] = ctx.metrics(scores)
+        out[name] = ctx.per_user(scores)
     return out
+
+
+def baseline_metrics(
+    data: Any, ctx: CutoffContext, half_life_hours: float, weights: Mapping[str, float] = EVENT_WEIGHTS
+) -> dict[str, dict[str, float]]:
+    return {name: mean_metrics(t) for name, t in baseline_tables(data, ctx, half_life_hours, weights).items()}
 
 
 def tune_half_life(
@@ -143,6 +161,11 @@ def model_score_matrix(model: Any, data: Any, ctx: CutoffContext, use_lstm: bool
     return score_matrix(pairs, scores, len(rows), ctx.candidates)
 
 
+def _seed_average(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-user metrics averaged over seeds (the same users and relevant sets in every seed)."""
+    return {k: np.mean(np.stack([t[k] for t in tables]), axis=0) for k in tables[0]}
+
+
 def _summarise(runs: list[dict[str, float]]) -> dict[str, float]:
     keys = [k for k in runs[0] if isinstance(runs[0][k], int | float)]
     out: dict[str, float] = {}
@@ -170,8 +193,8 @@ def run_evaluation(
     val_ctx = cutoff_context(ev, data.val_cutoff_ts, data.horizon_hours)
     best_hl, hl_curve = tune_half_life(data, config.half_life_grid)
     say(f"half-life tuned on the validation cutoff: {best_hl:g} h")
-    results: dict[str, dict[str, float]] = {}
-    seed_runs: dict[str, list[dict[str, float]]] = {MODEL_NAME: [], ABLATION_NAME: []}
+    results: dict[str, dict[str, Any]] = {}
+    seed_tables: dict[str, list[dict[str, np.ndarray]]] = {MODEL_NAME: [], ABLATION_NAME: []}
     val_runs: dict[str, list[dict[str, float]]] = {MODEL_NAME: [], ABLATION_NAME: []}
     fits = []
     for seed in seeds:
@@ -179,7 +202,8 @@ def run_evaluation(
         final, selection = select_and_fit(data, cfg)
         for name, use_lstm in ((MODEL_NAME, True), (ABLATION_NAME, False)):
             val_runs[name].append(val_ctx.metrics(model_score_matrix(selection, data, val_ctx, use_lstm)))
-            seed_runs[name].append(test_ctx.metrics(model_score_matrix(final, data, test_ctx, use_lstm)))
+            seed_tables[name].append(test_ctx.per_user(model_score_matrix(final, data, test_ctx, use_lstm)))
+        test = {name: mean_metrics(tables[-1]) for name, tables in seed_tables.items()}
         fits.append(
             {
                 "seed": int(seed),
@@ -188,7 +212,7 @@ def run_evaluation(
                 "final_fit_seconds": final.info.get("fit_seconds"),
                 "n_components": final.n_components,
                 "val_ndcg@10": val_runs[MODEL_NAME][-1]["ndcg@10"],
-                "test_ndcg@10": seed_runs[MODEL_NAME][-1]["ndcg@10"],
+                "test_ndcg@10": test[MODEL_NAME]["ndcg@10"],
                 "lstm_history": selection.info["lstm"]["history"],
                 "train_sequences_per_s": selection.info["lstm"]["sequences_per_s"],
             }
@@ -196,13 +220,17 @@ def run_evaluation(
         say(
             f"seed {seed}: val {val_runs[MODEL_NAME][-1]['ndcg@10']:.4f} "
             f"(ablation {val_runs[ABLATION_NAME][-1]['ndcg@10']:.4f}), "
-            f"test {seed_runs[MODEL_NAME][-1]['ndcg@10']:.4f} (ablation {seed_runs[ABLATION_NAME][-1]['ndcg@10']:.4f})"
+            f"test {test[MODEL_NAME]['ndcg@10']:.4f} (ablation {test[ABLATION_NAME]['ndcg@10']:.4f})"
         )
-    for name in (MODEL_NAME, ABLATION_NAME):
-        results[name] = _summarise(seed_runs[name])
-    base = baseline_metrics(data, test_ctx, best_hl)
-    results.update(base)
-    results["recency_decay_72h"] = baseline_metrics_one(data, test_ctx, "recency_decay", 72.0)
+    per_user = {name: _seed_average(tables) for name, tables in seed_tables.items()}
+    for name, tables in seed_tables.items():
+        results[name] = _summarise([mean_metrics(t) for t in tables])
+    per_user.update(baseline_tables(data, test_ctx, best_hl))
+    per_user["recency_decay_72h"] = baseline_tables_one(data, test_ctx, "recency_decay", 72.0)
+    for name in (*BASELINE_NAMES, "recency_decay_72h"):
+        results[name] = mean_metrics(per_user[name])
+    conf = confidence(results, per_user, BASELINE_NAMES, n_seeds=len(seeds))
+    say("; ".join(f"{key}: {c['ratio']:.3f} x, {c['verdict']}" for key, c in conf["comparisons"].items()))
     validation = {name: _summarise(runs) for name, runs in val_runs.items()}
     validation.update(baseline_metrics(data, val_ctx, best_hl))
     best_baseline = max(BASELINE_NAMES, key=lambda n: results[n]["ndcg@10"])
@@ -220,6 +248,7 @@ def run_evaluation(
             "event_weights": dict(EVENT_WEIGHTS),
         },
         "results": results,
+        **conf,
         "metrics": list(METRIC_NAMES),
         "half_life_hours": best_hl,
         "half_life_validation_ndcg@10": {str(k): v for k, v in hl_curve.items()},
@@ -229,6 +258,7 @@ def run_evaluation(
             "model_vs_best_baseline": model_ndcg / results[best_baseline]["ndcg@10"],
             "model_vs_ablation": model_ndcg / results[ABLATION_NAME]["ndcg@10"],
             "lstm_adds_signal": bool(model_ndcg > results[ABLATION_NAME]["ndcg@10"]),
+            "verdicts": {key: c["verdict"] for key, c in conf["comparisons"].items()},
         },
         "fits": fits,
         "config": {k: v for k, v in config.__dict__.items() if k != "extra"},
@@ -236,13 +266,13 @@ def run_evaluation(
     }
 
 
-def baseline_metrics_one(
+def baseline_tables_one(
     data: Any,
     ctx: CutoffContext,
     name: str,
     half_life_hours: float,
     weights: Mapping[str, float] = EVENT_WEIGHTS,
-) -> dict[str, float]:
+) -> dict[str, np.ndarray]:
     s = baselines.baseline_scores(
         name,
         events_frame(data),
@@ -253,13 +283,25 @@ def baseline_metrics_one(
         half_life_hours,
         weights,
     )
-    return ctx.metrics(s)
+    return ctx.per_user(s)
+
+
+def baseline_metrics_one(
+    data: Any,
+    ctx: CutoffContext,
+    name: str,
+    half_life_hours: float,
+    weights: Mapping[str, float] = EVENT_WEIGHTS,
+) -> dict[str, float]:
+    return mean_metrics(baseline_tables_one(data, ctx, name, half_life_hours, weights))
 
 
 __all__ = [
     "CutoffContext",
     "baseline_metrics",
     "baseline_metrics_one",
+    "baseline_tables",
+    "baseline_tables_one",
     "cutoff_context",
     "model_score_matrix",
     "run_evaluation",

@@ -17,6 +17,7 @@ from ml_tasks.config import ModelConfig, Paths, WarehouseConfig
 from ml_tasks.contracts import ABLATION_NAME, MODEL_NAME
 from ml_tasks.errors import PipelineError
 from ml_tasks.evaluation import plots, protocol
+from ml_tasks.evaluation.compare import comparison_fields
 from ml_tasks.model.dataset import ModelData
 from ml_tasks.steps.data import build, ingest
 
@@ -70,11 +71,16 @@ def evaluate_file(paths: Paths, events: Path, fmt: str, out: Path, horizon_days:
                                        params={"model": asdict(config), "protocol": report["protocol"]})
     tracking.log_baseline_runs(paths, parent, report)
     with tracking.step_run(paths, parent, "report"):
+        comparison_metrics, comparison_params = comparison_fields(report["comparisons"])
+        tracking.log_metrics(comparison_metrics)
+        tracking.log_params({**comparison_params, "ci_method": report["ci_method"]})
         tracking.log_dict(report, "report.json")
         tracking.log_figure(plots.model_vs_baselines(report), "model_vs_baselines.png")
+        tracking.log_figure(plots.model_vs_baselines(report, "ndcg@10_discover"), "discover_vs_baselines.png")
     res = report["results"]
     return {"out": str(out), "dataset": report["dataset"], "n_eval_users": n_eval,
             **({"warnings": report["warnings"]} if report["warnings"] else {}),
             "seconds": round(time.perf_counter() - started, 1), "mlflow_parent_run_id": parent,
             **{name: round(res[name]["ndcg@10"], 4) for name in (MODEL_NAME, ABLATION_NAME, "recency_decay",
-                                                                 "user_frequency", "popularity")}}
+                                                                 "user_frequency", "popularity")},
+            "verdicts": report["summary"]["verdicts"]}

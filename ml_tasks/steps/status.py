@@ -34,6 +34,62 @@ def status(paths: Paths) -> dict:
     }
 
 
+def _ci(metrics: dict, name: str) -> str:
+    lo, hi = metrics.get(f"{name}_ci95") or (float("nan"), float("nan"))
+    return f"{metrics.get(name, float('nan')):.4f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _results_lines(report: dict) -> list[str]:
+    """Every method overall and on discover (categories outside the user's history), 95 % intervals."""
+    res = report["results"]
+    baselines = [n for n in BASELINE_NAMES if n in res]
+    lines = [f"{'method':<26}{'ndcg@10 [95 % CI]':>26}{'recall@10':>11}{'mrr':>8}"]
+    for name in [MODEL_NAME, ABLATION_NAME, *sorted(baselines, key=lambda n: -res[n]["ndcg@10"])]:
+        r = res[name]
+        lines.append(f"{name:<26}{_ci(r, 'ndcg@10'):>26}{r['recall@10']:>11.4f}{r['mrr']:>8.4f}")
+    if "ndcg@10_discover" not in res[MODEL_NAME]:
+        return lines
+    n = int(res[MODEL_NAME].get("n_users_discover", 0))
+    lines += ["", f"discover: each user's ranking without the categories of their history, relevant = the new "
+                  f"categories of the window ({n:,} users)",
+              f"{'method':<26}{'ndcg@10 [95 % CI]':>26}{'recall@10':>11}{'mrr':>8}"]
+    for name in [MODEL_NAME, ABLATION_NAME, *sorted(baselines, key=lambda b: -res[b]["ndcg@10_discover"])]:
+        r = res[name]
+        lines.append(f"{name:<26}{_ci(r, 'ndcg@10_discover'):>26}{r['recall@10_discover']:>11.4f}"
+                     f"{r['mrr_discover']:>8.4f}")
+    return lines
+
+
+def _comparison_lines(report: dict) -> list[str]:
+    comps = report.get("comparisons") or {}
+    if not comps:
+        return []
+    lines = ["", f"comparisons ({report.get('ci_method', 'paired bootstrap over users')}):"]
+    for key, c in comps.items():
+        other = c.get("baseline") or key.rpartition("/")[2]
+        lines.append(f"  {MODEL_NAME} vs {other} on {c['metric']}: {c['ratio']:.3f} x; {c['verdict']}")
+    return lines
+
+
+def _switch_lines(report: dict) -> list[str]:
+    sf = report.get("switch_follow")
+    if not sf:
+        return []
+    never = sf["max_events"] + 1
+    lines = ["", f"planted interest switches (synthetic truth): events after the switch until the top-1 is the new "
+                 f"interest ({sf['n_users_followed']} users switching after the LSTM's training data; "
+                 f"{never} = not within {sf['max_events']})",
+             f"  and until the discover top-1 names it before the user touched it "
+             f"({sf['n_users_discover_followed']} of them had not touched it at the switch)",
+             f"{'method':<26}{'median':>8}{'mean':>7}{'followed':>10}{'discover: median':>18}{'named':>7}"]
+    top, disc = sf["events_to_follow"], sf["events_to_follow_discover"]
+    for name in sorted(top, key=lambda n: (top[n]["mean"], n)):
+        t, d = top[name], disc.get(name, {})
+        lines.append(f"{name:<26}{t['median']:>8g}{t['mean']:>7.1f}{t['share_within_max']:>10.0%}"
+                     f"{d.get('median', float('nan')):>18g}{d.get('share_within_max', float('nan')):>7.0%}")
+    return lines
+
+
 def summary(paths: Paths) -> str:
     """What ``make run`` prints at the end: data processed, metrics vs baselines, where to look."""
     pointer = paths.data_dir / "last_run.json"
@@ -55,12 +111,10 @@ def summary(paths: Paths) -> str:
         f"(horizon {report['protocol']['horizon_days']:g} days, full ranking of "
         f"{report['protocol']['n_categories']:,} categories)",
         "",
-        f"{'method':<26}{'ndcg@10':>10}{'recall@10':>11}{'mrr':>8}",
+        *_results_lines(report),
+        *_comparison_lines(report),
+        *_switch_lines(report),
     ]
-    order = [MODEL_NAME, ABLATION_NAME, *sorted(BASELINE_NAMES, key=lambda n: -report["results"][n]["ndcg@10"])]
-    for name in order:
-        r = report["results"][name]
-        lines.append(f"{name:<26}{r['ndcg@10']:>10.4f}{r['recall@10']:>11.4f}{r['mrr']:>8.4f}")
     reg = last.get("registered") or {}
     score = last.get("scoring") or {}
     lines += [

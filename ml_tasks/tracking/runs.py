@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ml_tasks.config import REPO_ROOT, Paths
-from ml_tasks.contracts import EXPERIMENT_NAME
+from ml_tasks.contracts import EXPERIMENT_NAME, MODEL_NAME
+from ml_tasks.evaluation.compare import comparison_fields, interval_metrics
 
 
 def configure(paths: Paths, experiment: str = EXPERIMENT_NAME) -> str:
@@ -25,10 +26,16 @@ def configure(paths: Paths, experiment: str = EXPERIMENT_NAME) -> str:
     if found is not None:
         experiment_id = found.experiment_id
     else:
-        artifact_root = paths.mlflow_artifact_root
-        artifact_root.mkdir(parents=True, exist_ok=True)
+        if paths.tracking_uri.startswith(("http://", "https://")):
+            # a tracking server chooses the location: with --serve-artifacts, mlflow-artifacts:/<id>,
+            # uploaded through the server (no folder shared with it)
+            location = None
+        else:
+            artifact_root = paths.mlflow_artifact_root
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            location = artifact_root.as_uri()
         try:
-            experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+            experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
         except Exception:  # created concurrently by another task
             experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
@@ -139,7 +146,9 @@ def log_dataset(frame: Any, name: str, source: str, context: str = "training") -
 
 
 def log_baseline_runs(paths: Paths, parent_run_id: str | None, report: Mapping[str, Any]) -> dict[str, str]:
-    """One run per evaluated method with the same metric names, so the UI compares them side by side."""
+    """One run per evaluated method with the same metric names, so the UI compares them side by side;
+    each ``<metric>_ci95`` interval as ``<metric>_ci95_lo`` / ``_hi``, and the report's comparisons
+    (ratios, intervals, verdicts) on the model's run too."""
 
     run_ids: dict[str, str] = {}
     protocol = report.get("protocol", {})
@@ -147,7 +156,11 @@ def log_baseline_runs(paths: Paths, parent_run_id: str | None, report: Mapping[s
         with step_run(paths, parent_run_id, f"eval:{method}", tags={"method": method,
                                                                   "dataset": str(report.get("dataset"))}):
             log_params({"method": method, **{f"protocol.{k}": v for k, v in protocol.items()}})
-            log_metrics(metrics)
+            log_metrics(interval_metrics(metrics))
+            if method == MODEL_NAME and report.get("comparisons"):
+                comparison_metrics, comparison_params = comparison_fields(report["comparisons"])
+                log_metrics(comparison_metrics)
+                log_params(comparison_params)
             run_ids[method] = active_run_id()
     return run_ids
 
