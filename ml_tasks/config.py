@@ -57,12 +57,12 @@ class Paths:
         """The artifact folder of one run of ``pipeline``: tasks exchange files here.
 
         Injective and confined: every byte of ``run_id`` other than ASCII letters, digits, ``_`` and ``-``
-        is written as ``%XX``, so two run ids never share a folder and none (``..``, ``a/../b``) leaves
-        ``artifact_dir/pipeline``.
+        is written as ``~XX`` (not ``%XX``: MLflow would decode that in artifact paths), so two run ids never
+        share a folder and none (``..``, ``a/../b``) leaves ``artifact_dir/pipeline``.
         """
         if not run_id or not pipeline.replace("_", "").isalnum():
             raise PipelineError(f"a run needs a non-empty run id and a plain pipeline name, got {pipeline!r}/{run_id!r}")
-        safe = "".join(chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "_-") else f"%{b:02X}"
+        safe = "".join(chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "_-") else f"~{b:02X}"
                        for b in run_id.encode())
         return self.artifact_dir / pipeline / safe
 

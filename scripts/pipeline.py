@@ -43,7 +43,6 @@ def airflow_env() -> dict[str, str]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")  # no usage reports to a web service
     env.setdefault("IEP_DATA_DIR", str(REPO / ".data"))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["PATH"] = os.pathsep.join((str(BIN), env.get("PATH", "")))
     return env
 

@@ -41,12 +41,13 @@ def test_run_folders_are_injective_and_confined(tmp_path):
 
     paths = Paths.from_env(data_dir=tmp_path, artifact_dir=tmp_path / "artifacts")
     root = paths.artifact_dir / "train_interest_model"
-    ids = ["manual__2026-01-01T00:00:00+00:00", "..", "a/../../b", "a b", "a_b", "a%20b", "ü", "."]
+    ids = ["manual__2026-01-01T00:00:00+00:00", "..", "a/../../b", "a b", "a_b", "a%20b", "a~20b", "ü", "."]
     folders = [paths.run_dir("train_interest_model", i) for i in ids]
     assert len(set(folders)) == len(ids)  # injective
     for folder in folders:
         assert folder.parent == root and folder.resolve().parent == root.resolve()  # confined
     assert paths.run_dir("train_interest_model", "scheduled__x").name == "scheduled__x"  # readable
+    assert "%" not in paths.run_dir("train_interest_model", ids[0]).name  # MLflow decodes %XX in artifact paths
     with pytest.raises(PipelineError):
         paths.run_dir("train_interest_model", "")
     with pytest.raises(PipelineError):
