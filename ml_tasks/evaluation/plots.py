@@ -111,22 +111,26 @@ def metrics_over_days(per_day: Sequence[Mapping[str, Any]], methods: Sequence[st
 
 def switch_follow(result: Mapping[str, Any], discover: bool = False):
     """Share of planted-switch users whose top-1 category is the new interest, k events after the switch
-    (``ml_tasks.evaluation.switch_follow``), one line per method; ``discover``: the top-1 outside the
-    user's history, over the users who have not touched the new interest yet."""
-    suffix = "_discover" if discover else ""
+    (``ml_tasks.evaluation.switch_follow``), one line per method; ``discover``: the share of the users
+    who had not touched the new interest at the switch whose top-1 outside their history has named it
+    by k events."""
+    key, stats = ("share_named_by_event_discover", "events_to_follow_discover") if discover else (
+        "share_following_by_event", "events_to_follow")
     fig, ax = _figure()
-    for name, share in result.get(f"share_following_by_event{suffix}", {}).items():
-        median = result.get(f"events_to_follow{suffix}", {}).get(name, {}).get("median")
-        label = f"{name} (median {median:g} events)" if median is not None else name
+    most = result.get("max_events", np.inf)
+    for name, share in result.get(key, {}).items():
+        median = result.get(stats, {}).get(name, {}).get("median")
+        label = name if median is None else f"{name} (median {median:g} events)"
+        if median is not None and median > most:
+            label = f"{name} (median > {most} events)"
         ax.plot(range(len(share)), share, marker="o", ms=3, label=label)
-    n = result.get(f"n_users{suffix}_followed")
-    what = "discover top-1 (outside the history)" if discover else "top-1"
-    ax.set(
-        xlabel="events after the switch",
-        ylabel=f"share of users whose {what} is the new interest",
-        ylim=(0, 1.02),
-        title=f"Following a planted interest switch ({n} users)",
-    )
+    if discover:
+        n, ylabel = result.get("n_users_discover_followed"), "share whose discover top-1 named it"
+        title = f"Naming the new interest before the user touches it ({n} users)"
+    else:
+        n, ylabel = result.get("n_users_followed"), "share whose top-1 is the new interest"
+        title = f"Following a planted interest switch ({n} users)"
+    ax.set(xlabel="events after the switch", ylabel=ylabel, ylim=(0, 1.02), title=title)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -1,24 +1,74 @@
 """The evaluation step: the protocol at the test cutoff for the new model, its ablation, the baselines
-and the champion, on the same users.
+and the champion, on the same users, with bootstrap intervals for every comparison; on the synthetic
+data (its truth file beside the warehouse's data), also how fast each method follows a planted switch.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from ml_tasks import tracking
 from ml_tasks.config import Paths
-from ml_tasks.contracts import ABLATION_NAME, MODEL_NAME
+from ml_tasks.contracts import ABLATION_NAME, BASELINE_NAMES, MODEL_NAME
+from ml_tasks.data.synthetic.config import TRUTH_FILE
 from ml_tasks.errors import PipelineError
 from ml_tasks.evaluation import plots
 from ml_tasks.evaluation import protocol as ev
+from ml_tasks.evaluation.compare import CI_METRICS, comparison_fields, confidence, interval_metrics
+from ml_tasks.evaluation.metrics import mean_metrics
+from ml_tasks.evaluation.switch_follow import switch_follow, truth_mismatch
 from ml_tasks.model.persist import FittedInterestModel
 from ml_tasks.steps.state import load_data, model_config, read_state, update_state
 
+log = logging.getLogger(__name__)
+
+#: events after a planted switch that the switch-follow measurement looks at (in ``make run``)
+SWITCH_FOLLOW_EVENTS = 12
+CHAMPION = "champion"
+
+
+def truth_path(paths: Paths) -> Path:
+    """Where ``python -m ml_tasks generate`` leaves the synthetic data's ground truth."""
+    return paths.data_dir / "synthetic" / TRUTH_FILE
+
+
+def planted_switches(paths: Paths, model: Any, data: Any, half_life_hours: float) -> dict[str, Any] | None:
+    """:func:`ml_tasks.evaluation.switch_follow.switch_follow` when the data has a synthetic truth file
+    that describes it; ``None`` (and a log line) otherwise."""
+    path = truth_path(paths)
+    if not path.exists():
+        return None
+    truth = pd.read_parquet(path)
+    reason = truth_mismatch(truth, data)
+    if reason:
+        log.info("switch follow skipped: %s does not describe the data (%s)", path, reason)
+        return None
+    started = time.perf_counter()
+    result = switch_follow(model, data, truth, max_events=SWITCH_FOLLOW_EVENTS, half_life_hours=half_life_hours)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def _switch_metrics(result: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for kind in ("", "_discover"):
+        for name, stats in result[f"events_to_follow{kind}"].items():
+            for stat in ("median", "mean", "share_within_max"):
+                out[f"switch_follow{kind}.{name}.{stat}"] = stats[stat]
+    out.update({f"switch_follow.ndcg@10.{n}": v for n, v in result["ndcg@10_after_switch"].items()})
+    out["switch_follow.n_users"] = result["n_users_followed"]
+    out["switch_follow_discover.n_users"] = result["n_users_discover_followed"]
+    return out
+
 
 def evaluate(paths: Paths, run_dir: Path) -> dict:
-    """The protocol at the test cutoff: the new model, its ablation, the five baselines and (when one
+    """The protocol at the test cutoff: the new model, its ablation, the baselines and (when one
     exists) the current champion, all on the same users; one MLflow run per method."""
     state = read_state(run_dir)
     config = model_config(state)
@@ -30,40 +80,57 @@ def evaluate(paths: Paths, run_dir: Path) -> dict:
         raise PipelineError("no user has events both before the test cutoff and in the test window; "
                             "the data set is too short for the evaluation protocol")
     half_life, curve = ev.tune_half_life(data, config.half_life_grid)
-    results: dict[str, dict[str, float]] = {
-        MODEL_NAME: ctx.metrics(ev.model_score_matrix(candidate, data, ctx, use_lstm=True)),
-        ABLATION_NAME: ctx.metrics(ev.model_score_matrix(candidate, data, ctx, use_lstm=False)),
+    per_user = {
+        MODEL_NAME: ctx.per_user(ev.model_score_matrix(candidate, data, ctx, use_lstm=True)),
+        ABLATION_NAME: ctx.per_user(ev.model_score_matrix(candidate, data, ctx, use_lstm=False)),
+        **ev.baseline_tables(data, ctx, half_life),
+        "recency_decay_72h": ev.baseline_tables_one(data, ctx, "recency_decay", 72.0),
     }
-    results.update(ev.baseline_metrics(data, ctx, half_life))
-    results["recency_decay_72h"] = ev.baseline_metrics_one(data, ctx, "recency_decay", 72.0)
     champion = state.get("champion_at_start")
     champion_metrics = None
     if champion is not None:
         champ_model = tracking.load_fitted_model(paths, champion)
-        champion_metrics = ctx.metrics(ev.model_score_matrix(champ_model, data, ctx, use_lstm=True))
+        per_user[CHAMPION] = ctx.per_user(ev.model_score_matrix(champ_model, data, ctx, use_lstm=True))
+        champion_metrics = mean_metrics(per_user[CHAMPION])
+    results: dict[str, dict[str, Any]] = {n: mean_metrics(t) for n, t in per_user.items() if n != CHAMPION}
+    conf = confidence(results, per_user, BASELINE_NAMES, extra=(CHAMPION,) if champion is not None else ())
+    switches = planted_switches(paths, candidate, data, half_life)
     report = {
         "dataset": "warehouse",
         "protocol": {"cutoff_ts": ctx.cutoff_ts, "horizon_days": data.horizon_hours / 24,
                      "n_eval_users": len(ctx.users), "n_categories": int(len(ctx.candidates))},
         "results": results,
+        **conf,
         "half_life_hours": half_life,
         "half_life_validation_ndcg@10": {str(k): v for k, v in curve.items()},
         "champion": {"version": champion, "metrics": champion_metrics},
+        **({"switch_follow": switches} if switches else {}),
     }
     (run_dir / "report.json").write_text(json.dumps(report, indent=1))
     tracking.log_baseline_runs(paths, state["parent_run_id"], report)
     with tracking.step_run(paths, state["parent_run_id"], "evaluate"):
-        tracking.log_metrics(results[MODEL_NAME])
-        tracking.log_metrics({f"{k}.{name}": v for name, mm in results.items() for k, v in mm.items()
-                              if k in ("ndcg@10", "recall@10", "mrr")})
+        tracking.log_metrics(interval_metrics(results[MODEL_NAME]))
+        tracking.log_metrics({f"{k}.{name}": mm[k] for name, mm in results.items() for k in CI_METRICS if k in mm})
+        cmp_metrics, cmp_params = comparison_fields(conf["comparisons"])
+        tracking.log_metrics(cmp_metrics)
+        tracking.log_params({**cmp_params, "ci_method": conf["ci_method"]})
         if champion_metrics:
             tracking.log_metrics(champion_metrics, prefix="champion.")
         tracking.log_dict(report, "report.json")
         tracking.log_figure(plots.model_vs_baselines(report), "model_vs_baselines.png")
+        tracking.log_figure(plots.model_vs_baselines(report, "ndcg@10_discover"), "discover_vs_baselines.png")
+        if switches:
+            tracking.log_metrics(_switch_metrics(switches))
+            tracking.log_figure(plots.switch_follow(switches), "switch_follow.png")
+            tracking.log_figure(plots.switch_follow(switches, discover=True), "switch_follow_discover.png")
     update_state(run_dir, evaluated=True)
+    comps = conf["comparisons"]
     return {"ndcg@10": results[MODEL_NAME]["ndcg@10"],
             "ablation_ndcg@10": results[ABLATION_NAME]["ndcg@10"],
             "recency_decay_ndcg@10": results["recency_decay"]["ndcg@10"],
             "popularity_ndcg@10": results["popularity"]["ndcg@10"],
+            "ndcg@10_discover": results[MODEL_NAME]["ndcg@10_discover"],
             "champion_ndcg@10": (champion_metrics or {}).get("ndcg@10"),
-            "n_eval_users": len(ctx.users)}
+            "n_eval_users": len(ctx.users),
+            "verdicts": {key: c["verdict"] for key, c in comps.items()},
+            **({"switch_follow_seconds": round(switches["seconds"], 1)} if switches else {})}

@@ -10,7 +10,9 @@ import pytest
 from ml_tasks.config import ModelConfig
 from ml_tasks.contracts import ABLATION_NAME, BASELINE_NAMES, METRIC_NAMES, MODEL_NAME
 from ml_tasks.data.synthetic import SyntheticConfig, generate
+from ml_tasks.evaluation.compare import CI_METRICS
 from ml_tasks.evaluation.protocol import cutoff_context, run_evaluation, tune_half_life
+from ml_tasks.evaluation.switch_follow import truth_mismatch
 from ml_tasks.experiments.switch_follow import switch_follow
 from ml_tasks.model.dataset import ModelData
 from ml_tasks.model.fit import fit
@@ -75,6 +77,22 @@ def test_report_format_and_same_users(synthetic):
             assert 0.0 <= results[name][metric] <= 1.0, (name, metric)
         assert results[name]["n_users"] == proto["n_eval_users"]
     assert "ndcg@10_std" in results[MODEL_NAME] and "ndcg@10_explore" in results[MODEL_NAME]
+    for name in (MODEL_NAME, ABLATION_NAME, *BASELINE_NAMES):
+        for metric in CI_METRICS:
+            lo, hi = results[name][f"{metric}_ci95"]
+            assert lo <= results[name][metric] <= hi, (name, metric)
+        assert 0 < results[name]["n_users_discover"] <= proto["n_eval_users"]
+    comps = report["comparisons"]
+    assert set(comps) == {f"{p}{MODEL_NAME}/{other}" for p in ("", "discover:")
+                          for other in ("best_baseline", ABLATION_NAME)}
+    for key, comp in comps.items():
+        assert comp["metric"] == ("ndcg@10_discover" if key.startswith("discover:") else "ndcg@10")
+        assert comp["ci95"][0] <= comp["ratio"] <= comp["ci95"][1] and comp["verdict"]
+    best = comps[f"{MODEL_NAME}/best_baseline"]["baseline"]
+    assert best == max(BASELINE_NAMES, key=lambda n: results[n]["ndcg@10"])
+    assert comps[f"{MODEL_NAME}/best_baseline"]["ratio"] == pytest.approx(
+        results[MODEL_NAME]["ndcg@10"] / results[best]["ndcg@10"])
+    assert report["ci_method"].startswith("paired bootstrap over users, 1000 resamples, seed 0")
     assert report["half_life_hours"] in TINY.half_life_grid
     # learned models beat popularity on planted interests
     assert results[MODEL_NAME]["ndcg@10"] > results["popularity"]["ndcg@10"]
@@ -84,17 +102,33 @@ def test_switch_follow_measures_every_method(synthetic):
     data, truth = synthetic
     model = fit(data, TINY, final=False)
     out = switch_follow(model, data, truth, max_events=6)
-    assert out["n_users_followed"] > 0
-    for name in (MODEL_NAME, ABLATION_NAME, "user_frequency", "recency_decay", "last_category"):
-        stats = out["events_to_follow"][name]
-        assert 0 <= stats["median"] <= 7 and 0.0 <= stats["share_within_max"] <= 1.0
-        share = out["share_following_by_event"][name]
-        assert len(share) == 7 and all(0.0 <= s <= 1.0 for s in share if not np.isnan(s))
-        assert 0.0 <= out["ndcg@10_after_switch"][name] <= 1.0
+    assert out["n_users_followed"] > 0 and 0 < out["n_users_discover_followed"] <= out["n_users_followed"]
+    for name in (MODEL_NAME, ABLATION_NAME, *BASELINE_NAMES):
+        for kind, curve in (("", "share_following_by_event"), ("_discover", "share_named_by_event_discover")):
+            stats = out[f"events_to_follow{kind}"][name]
+            assert 0 <= stats["median"] <= 7 and 0.0 <= stats["share_within_max"] <= 1.0
+            share = out[curve][name]
+            assert len(share) == 7 and all(0.0 <= s <= 1.0 for s in share if not np.isnan(s))
+            assert 0.0 <= out[f"ndcg@10{kind}_after_switch"][name] <= 1.0
+        named = out["share_named_by_event_discover"][name]
+        assert named == sorted(named) and named[-1] == pytest.approx(
+            out["events_to_follow_discover"][name]["share_within_max"])
+    # on discover, the methods that cannot score a new category all follow popularity
+    for name in ("user_frequency", "recency_decay", "last_category"):
+        assert out["events_to_follow_discover"][name] == out["events_to_follow_discover"]["popularity"]
     # a static profile needs the longest to notice a switch
     assert (
         out["events_to_follow"]["user_frequency"]["mean"] >= out["events_to_follow"]["last_category"]["mean"]
     )
+
+
+def test_a_truth_file_of_other_data_is_recognised(synthetic):
+    data, truth = synthetic
+    assert truth_mismatch(truth, data) is None
+    _, other = generate(SyntheticConfig(n_users=150, n_categories=16, n_items=200, days=10, seed=12,
+                                        frac_switch=0.5, frac_stable=0.25, frac_drift=0.25))
+    assert "switch users touch their new top category" in truth_mismatch(other, data)
+    assert "not in the truth file" in truth_mismatch(other.assign(user_id="x" + other["user_id"]), data)
 
 
 @pytest.mark.slow

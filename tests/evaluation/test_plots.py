@@ -71,3 +71,8 @@ def test_switch_follow_curve_per_method():
     assert len(ax.lines) == 2
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.0, 0.5, 0.9])
     assert "10 users" in ax.get_title()
+    result.update(n_users_discover_followed=4, share_named_by_event_discover={"markov": [0.25, 0.5]},
+                  events_to_follow_discover={"markov": {"median": 1.0}})
+    ax = plots.switch_follow(result, discover=True).axes[0]
+    assert len(ax.lines) == 1 and "before the user touches it (4 users)" in ax.get_title()
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.25, 0.5])
