@@ -155,7 +155,8 @@ def switch_follow(
     at or after ``since_ts`` (default: the LSTM's training limit, so the switch is out of sample),
     every method ranks all categories at ``k = 0..max_events`` events after the switch (a cutoff just
     after the k-th event; inputs built in memory with :mod:`ml_tasks.model.samples`, the warehouse's
-    definitions; markov and co-visitation count transitions in events before ``since_ts``). A method
+    definitions; ``recency_decay`` with the 72 h half-life of the pair features; markov and
+    co-visitation count transitions in events before ``since_ts``). A method
     *follows* at ``k`` when its top-1 is the new interest's top category; ``events_to_follow`` is the
     first such ``k`` (``max_events + 1`` when it never does); ``share_following_by_event[k]`` the share
     of users followed at ``k``. *Discover*: the top-1 among the categories outside the user's history
