@@ -14,7 +14,8 @@ MLflow (experiment `user_interest`) as one parent run with a nested run per step
 3. **extract_interest_features** — every (user, cutoff)'s interest vector (hidden state on the PCA
    axes), stored as Parquet and logged with a plot of a few users' interest trajectories.
 4. **evaluate** — the protocol of `EVALUATION.md` on the test cutoff: the model, the ablation
-   without LSTM features and the five baselines, each logged as a run with the same metric names.
+   without LSTM features and the six baselines (overall and discover rankings, 95 % bootstrap intervals),
+   each logged as a run with the same metric names.
 5. **register_model** — logs one pyfunc model (`user_interest_model`) and applies the
    champion/challenger gate: the new version becomes `champion` only when it beats the current
    champion by the promotion margin on the same window; otherwise it is tagged `challenger`.
