@@ -60,12 +60,13 @@ def read_only_connection(path: Path) -> Iterator[Any]:
 
 @contextmanager
 def connection(path: Path, read_only: bool = True) -> Iterator[Any]:
-    """A DuckDB connection to an existing warehouse (UTC), closed on exit; a lock held by another process
-    is one sentence (:class:`WarehouseError`), not DuckDB's error. Keep write blocks short: one writer."""
+    """A DuckDB connection to the warehouse (UTC), closed on exit; a lock held by another process is one
+    sentence (:class:`WarehouseError`), not DuckDB's error. A reader needs the file to exist; a writer
+    creates it. Keep write blocks short: DuckDB has one writer."""
     import duckdb
 
     path = Path(path)
-    if not path.exists():
+    if read_only and not path.exists():
         raise WarehouseError(f"{path}: no warehouse there yet; load events first (python -m ml_tasks ingest)")
     try:
         con = duckdb.connect(str(path), read_only=read_only)
