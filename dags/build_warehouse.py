@@ -89,7 +89,9 @@ def build_warehouse():
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST if MANIFEST.exists() else LoadMode.DBT_LS,
             test_behavior=TestBehavior.AFTER_EACH,
-            should_detach_multiple_parents_tests=True,
+            # watcher mode: a test of several models runs in the producer's dbt build (a failure fails the
+            # build, so the run); a detached task of its own would find no status and run dbt test again
+            should_detach_multiple_parents_tests=False,
             dbt_executable_path=DBT_EXECUTABLE,
             invocation_mode=InvocationMode.SUBPROCESS,
             emit_datasets=False,
