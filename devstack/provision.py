@@ -29,7 +29,8 @@ def run_logged(cmd: list[str], env: dict[str, str], log: Path, what: str) -> Non
     """Run ``cmd`` to completion, its output appended to ``log``; print how long it took; raise on failure."""
     start = time.monotonic()
     print(f"  {what} ...", end="", flush=True)
-    with log.open("ab") as handle:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as handle:
         handle.write(f"\n$ {' '.join(cmd)}\n".encode())
         handle.flush()
         proc = subprocess.run(cmd, env=env, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,

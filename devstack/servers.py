@@ -63,8 +63,10 @@ def serve_airflow(host: str, port: int, triggerer: bool = True, timeout: float =
             if time.monotonic() - started > timeout:
                 raise RuntimeError(f"Airflow not healthy after {timeout:.0f}s; see {log_dir}")
             time.sleep(2)
+        # the password goes to a terminal only: a redirected output is a log file that others may read
+        shown = password if sys.stdout.isatty() else "<password>"
         print(f"\nAirflow is up in {time.monotonic() - started:.0f}s: {url}\n"
-              f"  login: {user} / {password}   (generated; kept in {password_file})\n"
+              f"  login: {user} / {shown}   (kept in {password_file}, mode 600)\n"
               f"  the DAGs start paused: switch them on in the UI (or trigger one by hand).\n"
               f"  Ctrl-C stops the api-server, scheduler, dag-processor"
               f"{' and triggerer' if triggerer else ''}.", flush=True)
