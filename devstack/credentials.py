@@ -13,11 +13,11 @@ import secrets
 import sys
 from pathlib import Path
 
-from devstack.env import REPO, airflow_user
+from devstack.env import REPO, SECRET_NAMES, airflow_user
 
-#: variables of .env.example that hold secrets; ``compose-env`` generates a value for each empty one
-COMPOSE_SECRETS = ("AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "REDIS_PASSWORD",
-                   "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY")
+#: variables of .env.example that hold secrets (``devstack.env.STACK_SETTINGS``); ``compose-env`` and the
+#: local stack generate a value for each empty one
+COMPOSE_SECRETS = SECRET_NAMES
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -25,6 +25,40 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+    os.chmod(path, 0o600)  # an existing file keeps its mode through O_TRUNC
+
+
+def new_secret(name: str) -> str:
+    """A fresh value for the secret ``name``: a Fernet key for AIRFLOW_FERNET_KEY, else URL-safe text
+    (the passwords go into connection URLs unquoted)."""
+    if name == "AIRFLOW_FERNET_KEY":  # what cryptography's Fernet.generate_key() returns
+        return base64.urlsafe_b64encode(os.urandom(32)).decode()
+    return secrets.token_urlsafe(24)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines of a .env file (comments and blank lines skipped)."""
+    out = {}
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not line.lstrip().startswith("#"):
+                out[key.strip()] = value.strip()
+    return out
+
+
+def stack_secrets(path: Path, env: dict[str, str]) -> dict[str, str]:
+    """Every secret of the local stack: from ``env`` when set there, else from ``path`` (mode 600), else
+    generated once and kept in ``path``. Never printed."""
+    kept = read_env_file(path)
+    values = {name: env.get(name) or kept.get(name) or new_secret(name) for name in SECRET_NAMES}
+    if any(kept.get(k) != v for k, v in values.items()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_private(path, "# secrets of the local stack (python -m devstack stack); generated, never commit\n"
+                       + "".join(f"{k}={v}\n" for k, v in values.items()))
+    if path.exists():
+        os.chmod(path, 0o600)
+    return values
 
 
 # --- the Airflow login ------------------------------------------------------------------------------
@@ -71,10 +105,7 @@ def compose_env_text(template: str, uid: int | None = None) -> str:
         key = key.strip()
         if sep and not line.lstrip().startswith("#"):
             if key in COMPOSE_SECRETS and not value.strip():
-                if key == "AIRFLOW_FERNET_KEY":  # what cryptography's Fernet.generate_key() returns
-                    value = base64.urlsafe_b64encode(os.urandom(32)).decode()
-                else:  # URL-safe: the passwords go into connection URLs unquoted
-                    value = secrets.token_urlsafe(24)
+                value = new_secret(key)
             elif key == "AIRFLOW_UID" and uid:  # not 0: containers should not run as root
                 value = str(uid)
             line = f"{key}={value}"

@@ -26,6 +26,64 @@ MARKER_ENV = "IEP_SERVER_ID"
 PASSWORD_FILE_NAME = "simple_auth_manager_passwords.json.generated"
 
 
+# --- the scale-out stack's settings: `make stack` and docker-compose.yml read the same names -----------
+
+
+class Setting(NamedTuple):
+    """One variable of the scale-out stack, as ``.env.example`` lists it and both deployments read it.
+
+    ``scope``: ``both`` (``python -m devstack stack`` and ``docker-compose.yml``), ``stack`` (the local
+    stack only) or ``compose`` (the compose file only). A ``secret`` has no default: ``compose-env`` and
+    the local stack generate it (kept in a mode-600 file, never printed into a log).
+    """
+
+    name: str
+    default: str
+    scope: str
+    help: str
+    secret: bool = False
+
+
+#: every variable of ``.env.example``, in its order (``tests/stack/test_settings.py`` checks the file, the
+#: compose file and the stack against this table)
+STACK_SETTINGS: tuple[Setting, ...] = (
+    Setting("AIRFLOW_UID", "50000", "compose", "user id owning the files the containers write (Linux: `id -u`)"),
+    Setting("AIRFLOW_IMAGE_NAME", "interest-pipeline-airflow:3.3.2", "compose", "the image built from ./Dockerfile"),
+    Setting("AIRFLOW_PORT", "8080", "both", "Airflow UI and REST API, on 127.0.0.1 only"),
+    Setting("MLFLOW_PORT", "5000", "both", "MLflow UI and REST API, on 127.0.0.1 only"),
+    Setting("POSTGRES_PORT", "15432", "stack", "PostgreSQL of the local stack on 127.0.0.1 (compose: internal 5432)"),
+    Setting("REDIS_PORT", "16379", "stack", "Redis of the local stack on 127.0.0.1 (compose: internal 6379)"),
+    Setting("AIRFLOW_WORKERS", "2", "stack",
+            "Celery workers the local stack starts (compose: docker compose up -d --scale airflow-worker=N)"),
+    Setting("AIRFLOW_WORKER_CONCURRENCY", "2", "both",
+            "task slots per Celery worker (each TensorFlow task wants a core)"),
+    Setting("MLFLOW_AUTH_ADMIN_USERNAME", "admin", "both", "MLflow's basic-auth administrator"),
+    Setting("MLFLOW_TRACKING_USERNAME", "pipeline", "both",
+            "the pipeline's MLflow account (writes runs and model versions; MLflow's standard client variable)"),
+    Setting("AIRFLOW_ADMIN_PASSWORD", "", "both", "login of the Airflow UI and REST API: user `admin`", True),
+    Setting("AIRFLOW_DB_PASSWORD", "", "both", "PostgreSQL role `airflow` (Airflow metadata, Celery results)", True),
+    Setting("MLFLOW_DB_PASSWORD", "", "both", "PostgreSQL role `mlflow` (MLflow tracking and registry store)", True),
+    Setting("REDIS_PASSWORD", "", "both", "the Celery broker", True),
+    Setting("AIRFLOW_FERNET_KEY", "", "both",
+            "Airflow: encrypts connections/variables (a Fernet key: 32 url-safe base64-encoded bytes)", True),
+    Setting("AIRFLOW_JWT_SECRET", "", "both",
+            "Airflow: signs the API tokens of users and of tasks (the same in every Airflow process)", True),
+    Setting("AIRFLOW_API_SECRET_KEY", "", "both", "Airflow: signs the UI session", True),
+    Setting("MLFLOW_AUTH_ADMIN_PASSWORD", "", "both", "MLflow's basic-auth administrator password", True),
+    Setting("MLFLOW_TRACKING_PASSWORD", "", "both", "the pipeline's MLflow account password", True),
+    Setting("MLFLOW_FLASK_SERVER_SECRET_KEY", "", "both", "MLflow: signs the auth app's forms (CSRF)", True),
+    Setting("IEP_DATA_DIR", "/data", "compose",
+            "warehouse.duckdb, the Parquet exports and the landing folder (volume iep-warehouse)"),
+    Setting("IEP_ARTIFACT_DIR", "/artifacts", "compose", "per-DAG-run artifact folders (volume iep-artifacts)"),
+    Setting("IEP_MLFLOW_ARTIFACT_ROOT", "/mlflow/artifacts", "compose",
+            "the MLflow server's artifact store (volume mlflow-artifacts; clients use mlflow-artifacts:/ URIs)"),
+    Setting("MLFLOW_TRACKING_URI", "http://mlflow:5000", "compose",
+            "the MLflow tracking server, as the Airflow containers reach it"),
+)
+SETTINGS = {s.name: s for s in STACK_SETTINGS}
+SECRET_NAMES: tuple[str, ...] = tuple(s.name for s in STACK_SETTINGS if s.secret)
+
+
 def airflow_env(host: str = HOST, port: int = AIRFLOW_PORT, base: dict[str, str] | None = None) -> dict[str, str]:
     """The project's Airflow environment (as in ``scripts/pipeline.py``) plus the servers' settings.
 
@@ -54,6 +112,9 @@ def airflow_env(host: str = HOST, port: int = AIRFLOW_PORT, base: dict[str, str]
     env["AIRFLOW__API__PORT"] = str(port)
     env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://{host}:{port}/execution/"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # setproctitle (Celery workers, the api-server) keeps the environment readable in /proc: what
+    # devstack.supervisor.tagged_processes finds a server's processes by
+    env.setdefault("SPT_NOENV", "1")
     env.setdefault("IEP_DATA_DIR", str(REPO / ".data"))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["PATH"] = os.pathsep.join((str(BIN), env.get("PATH", "")))

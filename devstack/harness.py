@@ -1,13 +1,17 @@
 """For tests and scripts: run a server in the background, get a handle.
 
 :func:`start_airflow` and :func:`start_mlflow` run ``python -m devstack airflow|mlflow`` in a new
-session and return a :class:`Server` (base URL, login, ``stop()``)::
+session and return a :class:`Server` (base URL, login, ``stop()``); :func:`start_stack` runs
+``python -m devstack stack`` and returns a :class:`StackServer` (both URLs, the logins, the environment
+a pipeline process needs to use the stack)::
 
     from devstack import harness
     af = harness.start_airflow(home=tmp / "airflow", env=env)   # free port, waits until healthy
     ml = harness.start_mlflow(env=env)
     af.stop(); ml.stop()                                        # SIGINT, then nothing may be left
     assert not af.leftovers()
+    st = harness.start_stack(tmp / "stack", env=env)            # free ports, waits for every component
+    st.stop(); assert not st.leftovers()
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.credentials import read_password
+from devstack.credentials import read_env_file, read_password
 from devstack.env import HOST, MARKER_ENV, REPO, airflow_env, mlflow_store
 from devstack.health import airflow_healthy, free_port, mlflow_healthy
 from devstack.supervisor import descendants, signal_all, tagged_processes, tail
@@ -42,6 +46,10 @@ class Server:
     password: str | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False)
     ready: Callable[[], bool] = field(default=lambda: True, repr=False)
+    #: what :meth:`stop` found still alive once the server had exited (and then killed): empty when the
+    #: server stopped everything it started by itself
+    left_behind: list[int] = field(default_factory=list)
+    _tree: dict[int, str] = field(default_factory=dict, repr=False)
 
     def wait_ready(self, timeout: float = 600.0) -> Server:
         """Block until the server is healthy; on failure stop it and raise with the log's tail."""
@@ -65,18 +73,24 @@ class Server:
         return tail(self.log_path, chars)
 
     def leftovers(self) -> list[int]:
-        """Processes that this server started and that are still alive (empty once stopped)."""
-        return tagged_processes(self.marker)
+        """Processes that this server started and that are still alive (empty once stopped): those carrying
+        its marker, and those that were below it when :meth:`stop` began (a process that rewrites its
+        title, as Celery, Redis and PostgreSQL do, may no longer show its environment)."""
+        alive = {pid for pid, started in self._tree.items() if _started(pid) == started}
+        return sorted(alive | set(tagged_processes(self.marker)))
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 120.0) -> int | None:
-        """Stop like Ctrl-C would (``sig``), then make sure nothing it started survives."""
+        """Stop like Ctrl-C would (``sig``), then make sure nothing it started survives; what had to be
+        killed after the server exited is in :attr:`left_behind`."""
         if self.process.poll() is None:
+            self._tree = {pid: _started(pid) for pid in descendants(self.process.pid)}
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=timeout)
-        if self.process.poll() is None or self.leftovers():
-            left = set(descendants(self.process.pid)) | set(self.leftovers())
+        self.left_behind = self.leftovers()
+        if self.process.poll() is None or self.left_behind:
+            left = set(descendants(self.process.pid)) | set(self.left_behind)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             signal_all(left, signal.SIGKILL)
@@ -91,12 +105,24 @@ class Server:
         self.stop()
 
 
+def _started(pid: int) -> str:
+    """A process's start time (field 22 of /proc/PID/stat), '' when it is gone or a zombie: with the pid,
+    it names one process even after pids are reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields_ = stat[stat.rindex(")") + 2:].split()
+    return "" if fields_[0] == "Z" else fields_[19]
+
+
 def _spawn(name: str, args: list[str], env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
     """``python -m devstack <name> <args>`` in a new session, tagged with a fresh marker."""
     marker = uuid.uuid4().hex
     env = {**env, MARKER_ENV: marker, "PYTHONUNBUFFERED": "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # a server's output: owner only
+    with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "devstack", name, *args], env=env, cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -137,4 +163,75 @@ def start_mlflow(port: int | None = None, host: str = HOST, env: dict[str, str] 
     proc, marker = _spawn("mlflow", ["--host", host, "--port", str(port)], base, log_path)
     server = Server("mlflow", f"http://{host}:{port}", proc, log_path, marker, env=base)
     server.ready = lambda: mlflow_healthy(server.url)
+    return server.wait_ready(timeout) if wait else server
+
+
+@dataclass
+class StackServer(Server):
+    """A running ``devstack stack``: ``url`` is Airflow's; the rest comes from its ``stack.json`` and its
+    mode-600 secrets file."""
+
+    root: Path = field(default=Path("."), repr=False)
+
+    @property
+    def state(self) -> dict:
+        import json
+
+        return json.loads((self.root / "stack.json").read_text())
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        return read_env_file(self.root / "secrets.env")
+
+    @property
+    def mlflow_url(self) -> str:
+        return self.state["mlflow_url"]
+
+    def mlflow_login(self, admin: bool = False) -> tuple[str, str]:
+        """The pipeline's MLflow account, or the administrator's."""
+        if admin:
+            return self.state["mlflow_admin"], self.secrets["MLFLOW_AUTH_ADMIN_PASSWORD"]
+        return self.state["mlflow_user"], self.secrets["MLFLOW_TRACKING_PASSWORD"]
+
+    def client_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """``base`` (default: this process's environment) with what a pipeline process needs to work on the
+        stack: its workspace and its MLflow server with the pipeline's account."""
+        env = {k: v for k, v in (os.environ if base is None else base).items()
+               if not k.startswith(("IEP_DATA_DIR", "IEP_WAREHOUSE", "IEP_EXPORT_DIR", "IEP_ARTIFACT_DIR",
+                                    "IEP_LANDING_DIR", "IEP_MLFLOW_ARTIFACT_ROOT", "MLFLOW_"))}
+        user, password = self.mlflow_login()
+        env.update({"IEP_DATA_DIR": self.state["data_dir"], "MLFLOW_TRACKING_URI": self.mlflow_url,
+                    "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password})
+        return env
+
+
+def start_stack(root: Path, env: dict[str, str] | None = None, workers: int | None = None,
+                timeout: float = 900.0, log_path: Path | None = None, wait: bool = True,
+                free_ports: bool = True) -> StackServer:
+    """Run ``devstack stack --dir root`` in its own session (free ports unless ``free_ports`` is False);
+    with ``wait``, return once PostgreSQL, Redis, MLflow, every Airflow component and every worker is up."""
+    from devstack.stack import StackConfig
+
+    base = dict(os.environ if env is None else env)
+    if free_ports:
+        for name in ("AIRFLOW_PORT", "MLFLOW_PORT", "POSTGRES_PORT", "REDIS_PORT"):
+            base[name] = str(free_port(HOST))
+    cfg = StackConfig.from_env(base, root=root, workers=workers)
+    log_path = log_path or cfg.root.parent / f"{cfg.root.name}-stack.log"
+    args = ["--dir", str(cfg.root), "--timeout", str(int(timeout))]
+    if workers is not None:
+        args += ["--workers", str(workers)]
+    proc, marker = _spawn("stack", args, base, log_path)
+    server = StackServer("stack", cfg.airflow_url, proc, log_path, marker, env=base, root=cfg.root)
+
+    def ready() -> bool:
+        if not (cfg.root / "stack.json").exists() or "The stack is up" not in server.log_tail(6000):
+            return False
+        server.username, server.password = read_password(
+            {"IEP_AIRFLOW_USER": base.get("IEP_AIRFLOW_USER", ""),
+             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": server.state["airflow_password_file"]}) \
+            or (None, None)
+        return server.username is not None
+
+    server.ready = ready
     return server.wait_ready(timeout) if wait else server

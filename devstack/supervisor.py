@@ -36,9 +36,18 @@ def become_subreaper() -> None:
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
-def _child_setup() -> None:  # runs in the child between fork and exec
+def _child_setup() -> None:  # runs in the child between fork and exec, after any change of user
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _group_of(user: str | None) -> int | None:
+    """The primary group of ``user`` (None: keep the supervisor's)."""
+    if user is None:
+        return None
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
 
 
 # --- the process table ------------------------------------------------------------------------------
@@ -129,34 +138,78 @@ def ignore_stop_signals() -> None:
 
 
 @dataclass
+class Child:
+    """How a child was started, so that it can be started again the same way."""
+
+    cmd: list[str]
+    env: dict[str, str] | None = None
+    user: str | None = None
+    stop_signal: int = signal.SIGTERM
+    whole_group: bool = True
+    restarts: int = 0
+
+
+@dataclass
 class Supervisor:
     """Child processes in their own sessions, all stopped together (used by the CLI)."""
 
     env: dict[str, str]
     log_dir: Path
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
+    specs: dict[str, Child] = field(default_factory=dict)
 
-    def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
-        """Start ``cmd`` in a new session, its output appended to ``<log_dir>/<name>.log``."""
-        log = (self.log_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(cmd, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_child_setup)
-        log.close()
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None, user: str | None = None,
+              stop_signal: int = signal.SIGTERM, whole_group: bool = True) -> subprocess.Popen:
+        """Start ``cmd`` in a new session, its output appended to ``<log_dir>/<name>.log`` (mode 600).
+
+        ``env`` replaces the supervisor's environment for this child; ``user`` runs it as that user (the
+        supervisor being root); ``stop_signal`` is what :meth:`stop` sends it first, to its whole process
+        group or (``whole_group=False``, e.g. a PostgreSQL postmaster) to the process alone.
+        """
+        spec = self.specs.get(name) or Child(list(cmd), env, user, stop_signal, whole_group)
+        self.specs[name] = spec
+        path = self.log_dir / f"{name}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:
+            proc = subprocess.Popen(spec.cmd, env=spec.env or self.env, cwd=REPO, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                    preexec_fn=_child_setup, user=spec.user, group=_group_of(spec.user),
+                                    extra_groups=[] if spec.user else None)
         self.children[name] = proc
         return proc
+
+    def restart(self, name: str) -> subprocess.Popen:
+        """Start a dead child again, the way it was started (counted in ``specs[name].restarts``)."""
+        self.specs[name].restarts += 1
+        return self.start(name, self.specs[name].cmd)
 
     def dead(self) -> dict[str, int]:
         return {n: p.returncode for n, p in self.children.items() if p.poll() is not None}
 
-    def stop(self, grace: float = 45.0) -> None:
-        """SIGTERM each child's process group, wait ``grace`` s, then kill every remaining descendant."""
+    def _signal(self, name: str, sig: int | None = None) -> None:
+        proc, spec = self.children[name], self.specs.get(name) or Child([])
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if spec.whole_group:
+                os.killpg(proc.pid, sig or spec.stop_signal)
+            else:
+                os.kill(proc.pid, sig or spec.stop_signal)
+
+    def stop(self, grace: float = 45.0, first: Iterable[str] = ()) -> None:
+        """Stop every child: those named in ``first`` before the others (e.g. the clients of a database
+        before the database), each with its stop signal; after ``grace`` s kill every remaining descendant."""
         me = os.getpid()
-        for proc in self.children.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
         keep = {p.pid for p in self.children.values()}
+        deadline = time.monotonic() + grace
+        first = [n for n in first if n in self.children]
+        for name in first:
+            self._signal(name)
+        while first and time.monotonic() < deadline and any(self.children[n].poll() is None for n in first):
+            reap_orphans(keep)
+            time.sleep(0.5)
+        for name in self.children:
+            self._signal(name)
         while time.monotonic() < deadline:
             reap_orphans(keep)
             if all(p.poll() is not None for p in self.children.values()) and not descendants(me):
