@@ -19,7 +19,7 @@ DATA ?= synthetic
 # the synthetic log in .data/; a real sample (make run DATA=taobao) in a data folder of its own
 export IEP_DATA_DIR ?= $(CURDIR)/.data$(if $(filter-out synthetic,$(DATA)),/$(DATA))
 
-.PHONY: help install browser lock run update test test-fast test-e2e lint bench bench-large airflow mlflow serve dbt-docs compose-env clean
+.PHONY: help install browser lock run update test test-fast test-e2e lint bench bench-large airflow mlflow serve dbt-docs compose-env stack stack-packages clean
 
 help: ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,7 +48,10 @@ update: install ## run the periodic update DAG once (after make run)
 browser: ## Debian's Chromium for the browser tests (idempotent; root or sudo)
 	bash scripts/install_browser.sh
 
-test: install browser lint ## set up and run every test (lint, unit, dbt, Airflow dag.test, end to end)
+stack-packages: ## Debian's PostgreSQL and Redis for make stack and tests/stack (idempotent; root or sudo)
+	bash devstack/install_stack.sh
+
+test: install browser stack-packages lint ## set up and run every test (lint, unit, dbt, Airflow dag.test, end to end)
 	$(BIN)/python -m pytest
 
 test-fast: install ## the tests that need no engine start-up (no slow/e2e markers)
@@ -82,6 +85,9 @@ serve: install ## serve user_interest_model@champion on http://127.0.0.1:5001/in
 dbt-docs: install ## generate and serve the dbt docs on http://127.0.0.1:8081
 	$(BIN)/dbt docs generate --project-dir dbt_project --profiles-dir dbt_project
 	$(BIN)/dbt docs serve --project-dir dbt_project --profiles-dir dbt_project --host 127.0.0.1 --port 8081
+
+stack: install stack-packages ## Airflow on 2 Celery workers + PostgreSQL + Redis + MLflow (basic auth), in .stack/ (Ctrl-C stops it)
+	$(BIN)/python -m devstack stack
 
 compose-env: ## write .env for docker compose with generated secrets (never committed)
 	python3 -m devstack compose-env
