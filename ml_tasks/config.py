@@ -128,6 +128,12 @@ class ModelConfig:
     top_k_candidates: int = 10  # the LSTM head's top-K join the candidates
     n_popular_candidates: int = 50  # the most popular categories of the last horizon join them too
     max_predictor_rows: int = 400_000  # (user, cutoff, candidate) rows used to fit the predictor
+    # discover head (ml_tasks.model.discover): candidates outside the user's history
+    discover_popular_candidates: int = 100  # the most popular categories of the last horizon
+    discover_covisit_candidates: int = 50  # the top co-visitation categories from the recent ones
+    discover_markov_candidates: int = 20  # the top transitions from the last category
+    discover_lstm_candidates: int = 30  # the top of each LSTM head (model only, not the ablation)
+    discover_c: float = 1.0  # inverse L2 strength of its logistic regression
     # baselines / updates
     half_life_hours: float = 72.0
     half_life_grid: tuple[float, ...] = (6.0, 12.0, 24.0, 48.0, 72.0, 120.0, 168.0, 336.0)

@@ -43,11 +43,13 @@ import pandas as pd
 
 from ml_tasks.contracts import BASELINE_NAMES, EVENT_WEIGHTS
 
-#: co-visitation: categories that follow within this many events (repeats in a row count once) ...
-COVISIT_WINDOW = 3
-#: ... of each of the user's this many most recent distinct categories (both chosen at the validation
-#: cutoffs of the Taobao sample and the default synthetic data, among windows 1/3/5 and 1/5/10 categories)
-COVISIT_RECENT = 10
+# the population statistics are shared with the model's discover head (one definition)
+from ml_tasks.model.population import (  # noqa: F401  (re-exported)
+    COVISIT_RECENT,
+    COVISIT_WINDOW,
+    covisitation_table,
+    transition_counts,
+)
 
 
 def events_before(events: pd.DataFrame, cutoff_ts: int) -> pd.DataFrame:
@@ -121,15 +123,6 @@ def last_category(events, cutoff_ts, users, candidates, horizon_hours, **_: obje
     return out
 
 
-def transition_counts(ev: pd.DataFrame) -> pd.DataFrame:
-    """``src, dst, n``: consecutive events of one user, ``src`` then ``dst`` (``ev`` sorted by user, time)."""
-    user = ev["user_id"].to_numpy()
-    cat = ev["category_idx"].to_numpy()
-    same_user = user[1:] == user[:-1]
-    trans = pd.DataFrame({"src": cat[:-1][same_user], "dst": cat[1:][same_user]})
-    return trans.groupby(["src", "dst"]).size().rename("n").reset_index()
-
-
 def markov_scores(
     counts: pd.DataFrame, user_events: pd.DataFrame, users: Sequence[str], candidates: np.ndarray
 ) -> np.ndarray:
@@ -158,26 +151,6 @@ def markov(events, cutoff_ts, users, candidates, horizon_hours, **_: object) -> 
     """
     ev = events_before(events, cutoff_ts)
     return markov_scores(transition_counts(ev), ev, users, candidates)
-
-
-def covisitation_table(ev: pd.DataFrame, window: int = COVISIT_WINDOW) -> pd.DataFrame:
-    """``src, dst, weight``: how often ``dst`` followed ``src`` within ``window`` events of one user's
-    sequence (``ev`` sorted by user and time; repeats of a category in a row count once, ``dst != src``),
-    normalised so each ``src`` sums to 1."""
-    user = ev["user_id"].to_numpy()
-    cat = ev["category_idx"].to_numpy()
-    run_start = np.ones(len(cat), dtype=bool)
-    run_start[1:] = (user[1:] != user[:-1]) | (cat[1:] != cat[:-1])
-    user, cat = user[run_start], cat[run_start]
-    src, dst = [], []
-    for lag in range(1, window + 1):
-        ok = (user[lag:] == user[:-lag]) & (cat[lag:] != cat[:-lag])
-        src.append(cat[:-lag][ok])
-        dst.append(cat[lag:][ok])
-    pairs = pd.DataFrame({"src": np.concatenate(src), "dst": np.concatenate(dst)})
-    table = pairs.groupby(["src", "dst"]).size().rename("weight").reset_index()
-    table["weight"] = table["weight"] / table.groupby("src")["weight"].transform("sum")
-    return table
 
 
 def covisitation_scores(

@@ -16,7 +16,9 @@ Pure: frames and config in, a JSON-safe report dict out; no mlflow/duckdb/airflo
    without the user's history, the new categories as relevant set), each with a paired-bootstrap 95 %
    interval over users (``*_ci95``; for the learned models on the per-user metrics averaged over
    seeds), and ``comparisons``: the model against the best baseline and against its ablation, overall
-   and discover, as ratios with intervals and a verdict (:mod:`ml_tasks.evaluation.compare`).
+   and discover, as ratios with intervals and a verdict (:mod:`ml_tasks.evaluation.compare`). The
+   model's and the ablation's discover metrics come from their discover head
+   (:mod:`ml_tasks.model.discover`), the baselines' from their one ranking without the history.
 
 Public API::
 
@@ -24,7 +26,8 @@ Public API::
     baseline_tables(data, ctx, half_life_hours, weights=EVENT_WEIGHTS) -> {name: per-user metrics}
     baseline_metrics(data, ctx, half_life_hours, weights=EVENT_WEIGHTS) -> {name: metrics}
     tune_half_life(data, grid) -> (best_half_life, {half_life: ndcg@10 at T_val})
-    model_score_matrix(model, data, ctx, use_lstm=True) -> ndarray[n_users, n_candidates]
+    model_score_matrix(model, data, ctx, use_lstm=True, ranking="overall") -> ndarray[n_users, n_candidates]
+    model_per_user(model, data, ctx, use_lstm=True) -> per-user metrics (discover from the discover head)
     run_evaluation(data, config, seeds=(0, 1, 2), dataset="dataset", progress=None) -> report
 """
 
@@ -62,12 +65,20 @@ class CutoffContext:
     popularity: np.ndarray  # events per candidate in the last horizon (all users)
     tie_break: np.ndarray
 
-    def per_user(self, scores: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-user metrics (overall, repeat, explore, discover; NaN where a user has none)."""
-        return per_user_table(scores, self.candidates, self.relevant, self.tie_break, self.history)
+    def per_user(self, scores: np.ndarray, discover: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Per-user metrics (overall, repeat, explore, discover; NaN where a user has none).
 
-    def metrics(self, scores: np.ndarray) -> dict[str, float]:
-        return mean_metrics(self.per_user(scores))
+        ``discover`` (a second score matrix, e.g. the model's discover head) supplies the ``*_discover``
+        metrics; without it they come from ``scores`` restricted to the categories outside the history.
+        """
+        out = per_user_table(scores, self.candidates, self.relevant, self.tie_break, self.history)
+        if discover is not None:
+            second = per_user_table(discover, self.candidates, self.relevant, self.tie_break, self.history)
+            out.update({k: v for k, v in second.items() if k.endswith("_discover")})
+        return out
+
+    def metrics(self, scores: np.ndarray, discover: np.ndarray | None = None) -> dict[str, float]:
+        return mean_metrics(self.per_user(scores, discover))
 
 
 def cutoff_context(events: pd.DataFrame, cutoff_ts: int, horizon_hours: float) -> CutoffContext:
@@ -150,15 +161,25 @@ def _rows_for(data: Any, ctx: CutoffContext) -> pd.DataFrame:
     return rows.loc[ctx.users].reset_index()
 
 
-def model_score_matrix(model: Any, data: Any, ctx: CutoffContext, use_lstm: bool = True) -> np.ndarray:
-    """The fitted model's (or its ablation's) scores for ``ctx``'s users over ``ctx.candidates``."""
+def model_score_matrix(
+    model: Any, data: Any, ctx: CutoffContext, use_lstm: bool = True, ranking: str = "overall"
+) -> np.ndarray:
+    """The fitted model's (or its ablation's) scores for ``ctx``'s users over ``ctx.candidates``;
+    ``ranking="discover"``: the discover head's (history categories unscored, excluded by the metrics)."""
     rows = _rows_for(data, ctx)
     pf = data.pair_features
     pf = pf[pf["cutoff_ts"] == ctx.cutoff_ts]
     pf = pf.assign(user_id=pf["user_id"].astype(str))
     pop = popularity_from_events(data.events, [ctx.cutoff_ts], ctx.horizon_hours)
-    pairs, scores = score_pairs(model, rows, pf, popularity=pop, use_lstm=use_lstm)
+    pairs, scores = score_pairs(model, rows, pf, popularity=pop, use_lstm=use_lstm, ranking=ranking)
     return score_matrix(pairs, scores, len(rows), ctx.candidates)
+
+
+def model_per_user(model: Any, data: Any, ctx: CutoffContext, use_lstm: bool = True) -> dict[str, np.ndarray]:
+    """Per-user metrics of the model (or ablation): its overall ranking, and its discover head's
+    ranking for the ``*_discover`` metrics."""
+    overall = model_score_matrix(model, data, ctx, use_lstm)
+    return ctx.per_user(overall, model_score_matrix(model, data, ctx, use_lstm, ranking="discover"))
 
 
 def _seed_average(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -201,8 +222,8 @@ def run_evaluation(
         cfg = replace(config, seed=int(seed))
         final, selection = select_and_fit(data, cfg)
         for name, use_lstm in ((MODEL_NAME, True), (ABLATION_NAME, False)):
-            val_runs[name].append(val_ctx.metrics(model_score_matrix(selection, data, val_ctx, use_lstm)))
-            seed_tables[name].append(test_ctx.per_user(model_score_matrix(final, data, test_ctx, use_lstm)))
+            val_runs[name].append(mean_metrics(model_per_user(selection, data, val_ctx, use_lstm)))
+            seed_tables[name].append(model_per_user(final, data, test_ctx, use_lstm))
         test = {name: mean_metrics(tables[-1]) for name, tables in seed_tables.items()}
         fits.append(
             {
@@ -220,7 +241,11 @@ def run_evaluation(
         say(
             f"seed {seed}: val {val_runs[MODEL_NAME][-1]['ndcg@10']:.4f} "
             f"(ablation {val_runs[ABLATION_NAME][-1]['ndcg@10']:.4f}), "
-            f"test {test[MODEL_NAME]['ndcg@10']:.4f} (ablation {test[ABLATION_NAME]['ndcg@10']:.4f})"
+            f"test {test[MODEL_NAME]['ndcg@10']:.4f} (ablation {test[ABLATION_NAME]['ndcg@10']:.4f}); "
+            f"discover val {val_runs[MODEL_NAME][-1]['ndcg@10_discover']:.4f} "
+            f"(ablation {val_runs[ABLATION_NAME][-1]['ndcg@10_discover']:.4f}), "
+            f"test {test[MODEL_NAME]['ndcg@10_discover']:.4f} "
+            f"(ablation {test[ABLATION_NAME]['ndcg@10_discover']:.4f})"
         )
     per_user = {name: _seed_average(tables) for name, tables in seed_tables.items()}
     for name, tables in seed_tables.items():
@@ -303,6 +328,7 @@ __all__ = [
     "baseline_tables",
     "baseline_tables_one",
     "cutoff_context",
+    "model_per_user",
     "model_score_matrix",
     "run_evaluation",
     "tune_half_life",

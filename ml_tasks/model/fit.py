@@ -27,6 +27,7 @@ import pandas as pd
 from ml_tasks.config import ModelConfig
 from ml_tasks.model import lstm
 from ml_tasks.model.dataset import ModelData
+from ml_tasks.model.discover import DiscoverHead, PopulationTables
 from ml_tasks.model.pca import fit_pca
 from ml_tasks.model.persist import FittedInterestModel
 from ml_tasks.model.predictor import (
@@ -139,7 +140,8 @@ def _fit_heads(
     config: ModelConfig,
     predictor_cutoffs: list[int] | None = None,
 ) -> FittedInterestModel:
-    """PCA on the predictor samples' hidden states, then the predictor and its ablation."""
+    """PCA on the predictor samples' hidden states, then the predictor and its ablation, and the
+    discover head (:mod:`ml_tasks.model.discover`) with and without the LSTM features."""
     rows = _predictor_rows(data, limit_ts, predictor_cutoffs)
     pop = popularity_from_events(data.events, rows["cutoff_ts"].unique(), data.horizon_hours)
     n_hist = data.pair_features.groupby(["user_id", "cutoff_ts"]).size().mean() if len(rows) else 0
@@ -159,8 +161,14 @@ def _fit_heads(
     model.ablation = InterestPredictor(config.predictor_c, config.seed).fit(
         xa, pair_labels(pairs_a, rows), names_a
     )
+    # the discover head: the same samples, population statistics from the events before their cutoff
+    # for fitting and from the events before ``limit_ts`` for scoring
+    fit_tables = PopulationTables.from_events(data.events, int(rows["cutoff_ts"].min()))
+    serve_tables = PopulationTables.from_events(data.events, limit_ts)
+    model.discover, discover_info = DiscoverHead.fit(rows, pf, pop, fit_tables, serve_tables, config, block)
     model.info.update(
         {
+            "discover": discover_info,
             "pca": curve,
             "n_predictor_samples": len(rows),
             "n_predictor_pairs": len(pairs),

@@ -1,7 +1,8 @@
-"""A fitted interest model and its files: the LSTM, PCA, the predictor and its ablation.
+"""A fitted interest model and its files: the LSTM, PCA, the predictor and its ablation, the discover head.
 
 ``FittedInterestModel.save(dir)`` writes plain files (``lstm.keras``, ``pca.joblib``,
-``predictor.joblib``, ``ablation.joblib``, ``model.json``); ``load(dir)`` reads them back.
+``predictor.joblib``, ``ablation.joblib``, ``discover.joblib``, ``model.json``); ``load(dir)`` reads them
+back (a folder without ``discover.joblib``, written before the discover head, loads with ``discover=None``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class FittedInterestModel:
     horizon_hours: int
     trained_until_ts: int  # nothing at or after this time was used to fit
     info: dict[str, Any] = field(default_factory=dict)
+    discover: Any = None  # ml_tasks.model.discover.DiscoverHead; None in model files written before it
 
     @property
     def n_components(self) -> int:
@@ -45,6 +47,8 @@ class FittedInterestModel:
         joblib.dump(self.pca, d / "pca.joblib")
         joblib.dump(self.predictor, d / "predictor.joblib")
         joblib.dump(self.ablation, d / "ablation.joblib")
+        if self.discover is not None:
+            joblib.dump(self.discover, d / "discover.joblib")
         meta = {
             "config": self.config.to_json(),
             "vocabulary": [int(c) for c in self.vocab.categories],
@@ -76,6 +80,7 @@ class FittedInterestModel:
             horizon_hours=int(meta["horizon_hours"]),
             trained_until_ts=int(meta["trained_until_ts"]),
             info=meta.get("info", {}),
+            discover=joblib.load(d / "discover.joblib") if (d / "discover.joblib").exists() else None,
         )
 
 
