@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="name in the report (default: from the file name)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--keep-workspace", type=Path, help="keep the warehouse and exports in this folder")
+    p.add_argument("--background-events", type=Path, metavar="FILE",
+                   help="other users' events: train the sequence model and the transition statistics, "
+                        "never evaluated, cut at the test cutoff")
+    p.add_argument("--background-format", default="generic", choices=SOURCE_FORMATS)
+    p.add_argument("--background-max-sequences", type=int, default=None, metavar="N",
+                   help="at most N background sequences (a random subsample above it)")
     _model_args(p, seeds=False)
 
     p = step("update", help="fine-tune a challenger from the champion and gate it")
@@ -156,8 +162,10 @@ def _train(paths: Paths, a: argparse.Namespace) -> Any:
 def _evaluate(paths: Paths, a: argparse.Namespace) -> Any:
     from ml_tasks.experiments.evaluate_file import evaluate_file
 
+    extra = {} if a.background_max_sequences is None else {"background_max_sequences": a.background_max_sequences}
     return evaluate_file(paths, a.events, a.format, out=a.out, horizon_days=a.horizon_days, n_seeds=a.seeds,
-                         dataset=a.dataset, keep_workspace=a.keep_workspace, overrides=_model_overrides(a))
+                         dataset=a.dataset, keep_workspace=a.keep_workspace, overrides=_model_overrides(a),
+                         background_events=a.background_events, background_format=a.background_format, **extra)
 
 
 def _update(paths: Paths, a: argparse.Namespace) -> Any:

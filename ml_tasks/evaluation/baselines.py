@@ -15,9 +15,11 @@ user_frequency     u's events on c before T (a static profile)
 recency_decay      sum of ``w(event_type) * 0.5 ** (age_hours / half_life_hours)`` over u's events on c
 last_category      how recently c appeared in u's sequence (most recent first)
 markov             first-order transition counts from u's last category to c over all users'
-                   sequences; backs off to u's own event counts, then popularity
+                   sequences (background users' too, when given); backs off to u's own event
+                   counts, then popularity
 covisitation       sum over u's 10 most recent distinct categories a (weight 1/rank) of how often c
-                   followed a within 3 events in all users' sequences, normalised per a
+                   followed a within 3 events in all users' sequences (background users' too,
+                   when given), normalised per a
 =================  ==========================================================================
 
 In the *discover* ranking (the user's history left out) recency, frequency and last-category have
@@ -30,7 +32,7 @@ Public API::
     covisitation_table(ev) / covisitation_scores(table, user_events, users, candidates)  # the same
     popularity_counts(events, cutoff_ts, candidates, horizon_hours) -> ndarray
     baseline_scores(name, events, cutoff_ts, users, candidates, horizon_hours,
-                    half_life_hours=72.0, weights=EVENT_WEIGHTS) -> ndarray[n_users, n_candidates]
+                    half_life_hours=72.0, weights=EVENT_WEIGHTS, population=None) -> ndarray[n_users, n_candidates]
     BASELINES   # name -> function(events, cutoff_ts, users, candidates, horizon_hours, **options)
 """
 
@@ -140,7 +142,8 @@ def markov_scores(
     return out + freq / (freq.max(axis=1, keepdims=True) + 1.0)
 
 
-def markov(events, cutoff_ts, users, candidates, horizon_hours, **_: object) -> np.ndarray:
+def markov(events, cutoff_ts, users, candidates, horizon_hours, population: pd.DataFrame | None = None,
+           **_: object) -> np.ndarray:
     """First-order transition counts ``last(u) -> c`` over all users' consecutive events before T.
 
     The transition matrix is global (every user's sequence, self-transitions included); its row is
@@ -148,9 +151,12 @@ def markov(events, cutoff_ts, users, candidates, horizon_hours, **_: object) -> 
     event counts (scaled below every transition count), then to popularity order. This variant
     reproduces EVALUATION.md's reference figure on the Taobao sample (0.291 NDCG@10); the user's
     own transitions alone give 0.274 and global ones with a direct popularity back-off 0.260.
+    ``population``: the events the transitions are counted on, when more than ``events`` (background
+    behaviour, :mod:`ml_tasks.model.background`); the user's own last category comes from ``events``.
     """
     ev = events_before(events, cutoff_ts)
-    return markov_scores(transition_counts(ev), ev, users, candidates)
+    pop_ev = ev if population is None else events_before(population, cutoff_ts)
+    return markov_scores(transition_counts(pop_ev), ev, users, candidates)
 
 
 def covisitation_scores(
@@ -173,10 +179,13 @@ def covisitation_scores(
     return _scatter((len(users), len(candidates)), r, c, vals)
 
 
-def covisitation(events, cutoff_ts, users, candidates, horizon_hours, **_: object) -> np.ndarray:
-    """Co-visitation from the user's recent categories (:func:`covisitation_table`, events before T)."""
+def covisitation(events, cutoff_ts, users, candidates, horizon_hours, population: pd.DataFrame | None = None,
+                 **_: object) -> np.ndarray:
+    """Co-visitation from the user's recent categories (:func:`covisitation_table`, events before T;
+    the table from ``population`` when given, as :func:`markov`)."""
     ev = events_before(events, cutoff_ts)
-    return covisitation_scores(covisitation_table(ev), ev, users, candidates)
+    pop_ev = ev if population is None else events_before(population, cutoff_ts)
+    return covisitation_scores(covisitation_table(pop_ev), ev, users, candidates)
 
 
 BASELINES: dict[str, Callable[..., np.ndarray]] = {
@@ -199,10 +208,15 @@ def baseline_scores(
     horizon_hours: float,
     half_life_hours: float = 72.0,
     weights: Mapping[str, float] = EVENT_WEIGHTS,
+    population: pd.DataFrame | None = None,
 ) -> np.ndarray:
-    """Score matrix ``[len(users), len(candidates)]`` of baseline ``name`` at ``cutoff_ts``."""
+    """Score matrix ``[len(users), len(candidates)]`` of baseline ``name`` at ``cutoff_ts``.
+
+    ``population``: events (main and background) for the transition statistics of ``markov`` and
+    ``covisitation``; the others read ``events`` only."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINES)}")
     return BASELINES[name](
-        events, cutoff_ts, users, candidates, horizon_hours, half_life_hours=half_life_hours, weights=weights
+        events, cutoff_ts, users, candidates, horizon_hours, half_life_hours=half_life_hours, weights=weights,
+        population=population,
     )

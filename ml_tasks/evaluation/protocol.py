@@ -115,23 +115,28 @@ def events_frame(data: Any) -> pd.DataFrame:
 
 
 def baseline_tables(
-    data: Any, ctx: CutoffContext, half_life_hours: float, weights: Mapping[str, float] = EVENT_WEIGHTS
+    data: Any, ctx: CutoffContext, half_life_hours: float, weights: Mapping[str, float] = EVENT_WEIGHTS,
+    population: pd.DataFrame | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Per-user metrics of every baseline at ``ctx`` (:meth:`CutoffContext.per_user`)."""
+    """Per-user metrics of every baseline at ``ctx`` (:meth:`CutoffContext.per_user`); ``population``:
+    main and background events for the transition statistics (:mod:`ml_tasks.model.background`)."""
     ev = events_frame(data)
     out = {}
     for name in BASELINE_NAMES:
         scores = baselines.baseline_scores(
-            name, ev, ctx.cutoff_ts, ctx.users, ctx.candidates, ctx.horizon_hours, half_life_hours, weights
+            name, ev, ctx.cutoff_ts, ctx.users, ctx.candidates, ctx.horizon_hours, half_life_hours, weights,
+            population=population,
         )
         out[name] = ctx.per_user(scores)
     return out
 
 
 def baseline_metrics(
-    data: Any, ctx: CutoffContext, half_life_hours: float, weights: Mapping[str, float] = EVENT_WEIGHTS
+    data: Any, ctx: CutoffContext, half_life_hours: float, weights: Mapping[str, float] = EVENT_WEIGHTS,
+    population: pd.DataFrame | None = None,
 ) -> dict[str, dict[str, float]]:
-    return {name: mean_metrics(t) for name, t in baseline_tables(data, ctx, half_life_hours, weights).items()}
+    tables = baseline_tables(data, ctx, half_life_hours, weights, population=population)
+    return {name: mean_metrics(t) for name, t in tables.items()}
 
 
 def tune_half_life(
@@ -205,8 +210,13 @@ def run_evaluation(
     seeds: Sequence[int] = (0, 1, 2),
     dataset: str = "dataset",
     progress: Callable[[str], None] | None = None,
+    population: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The report of EVALUATION.md "Report format" (plus details: validation metrics, timings)."""
+    """The report of EVALUATION.md "Report format" (plus details: validation metrics, timings).
+
+    With background behaviour (:mod:`ml_tasks.model.background`), ``data`` carries its rows in
+    ``sequences`` (the LSTM trains on them) and ``population`` its events (the baselines' transition
+    statistics); the evaluated users and candidates are the main data's either way."""
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     ev = events_frame(data)
@@ -250,14 +260,14 @@ def run_evaluation(
     per_user = {name: _seed_average(tables) for name, tables in seed_tables.items()}
     for name, tables in seed_tables.items():
         results[name] = _summarise([mean_metrics(t) for t in tables])
-    per_user.update(baseline_tables(data, test_ctx, best_hl))
+    per_user.update(baseline_tables(data, test_ctx, best_hl, population=population))
     per_user["recency_decay_72h"] = baseline_tables_one(data, test_ctx, "recency_decay", 72.0)
     for name in (*BASELINE_NAMES, "recency_decay_72h"):
         results[name] = mean_metrics(per_user[name])
     conf = confidence(results, per_user, BASELINE_NAMES, n_seeds=len(seeds))
     say("; ".join(f"{key}: {c['ratio']:.3f} x, {c['verdict']}" for key, c in conf["comparisons"].items()))
     validation = {name: _summarise(runs) for name, runs in val_runs.items()}
-    validation.update(baseline_metrics(data, val_ctx, best_hl))
+    validation.update(baseline_metrics(data, val_ctx, best_hl, population=population))
     best_baseline = max(BASELINE_NAMES, key=lambda n: results[n]["ndcg@10"])
     model_ndcg = results[MODEL_NAME]["ndcg@10"]
     return {
