@@ -1,0 +1,170 @@
+"""Do the interest-shift flags find real switches? Scored against the synthetic data's planted switches.
+
+Pure pandas/numpy. The serving table ``user_interest_shifts`` flags a user when the distance between two
+of their interest vectors, at the scoring cutoff and at the previous scoring's cutoff, exceeds a
+threshold. Here that is replayed over daily scoring cutoffs ``c_0 < c_1 < ... < c_n`` and judged against
+the truth file's ``switch_ts`` (``switch`` users jump to a disjoint set of categories at that moment):
+
+- **Flags of day k**: every active user (an event in the ``active_days`` before ``c_k`` and one before
+  ``c_{k-1}``) whose distance between ``c_{k-1}`` and ``c_k`` exceeds the threshold.
+- **A flag is correct** when the user switched since their previous scored cutoff, or in the scoring
+  interval before it (``c_k - 2 * interval <= switch_ts < c_k``): a switch late in a day leaves only an
+  event or two before the next scoring, and the evidence arrives with the following one. Every other
+  flag is a false alarm. *Precision* = correct flags / flags, over the days.
+- **A switch is found** when its user is flagged at one of those two scorings. *Recall* counts the
+  switches at least a day old at the second of them (``c_0 <= switch_ts`` and ``switch_ts + 1 day <=
+  c_n``); the *delay* of a found switch is the time (hours) and the user's events from the switch to
+  the first flag.
+
+Two detectors, the same distance (cosine) on different vectors:
+
+- ``embedding``: the model's interest vectors (the LSTM's hidden state on the PCA axes), what
+  :func:`ml_tasks.serving.scoring.interest_shifts` flags;
+- ``recency_profile``: the skeptical engineer's first try, the user's recency-decay category shares
+  (``w(event_type) * 0.5 ** (age / half_life)`` per category, divided by their sum).
+
+Each detector's threshold (and the profile's half-life) is chosen on validation days only
+(:func:`choose`), by F1; the detector with the better validation F1 is the chosen one; both are then
+reported on the test days.
+
+    recency_profiles(events, cutoff_ts, half_life_hours, weights=EVENT_WEIGHTS) -> DataFrame
+    profile_distances(events, cutoffs, half_life_hours, active_days=7.0) -> DataFrame
+    vector_distances(vectors, cutoffs, events, active_days=7.0) -> DataFrame
+    flag_metrics(distances, switch_ts, events, threshold, interval_hours=24.0) -> dict
+    choose(distances, switch_ts, events, thresholds=None) -> (threshold, metrics)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml_tasks.contracts import EVENT_WEIGHTS
+
+DISTANCE_COLUMNS = ["day", "cutoff_ts", "previous_cutoff_ts", "user_id", "distance"]
+
+
+def _cosine_distance(merged: pd.DataFrame, a: str, b: str) -> pd.Series:
+    """``1 - cos`` per user of the sparse vectors ``a`` and ``b`` of ``merged`` (``user_id, key, a, b``)."""
+    g = merged.assign(ab=merged[a] * merged[b], aa=merged[a] ** 2, bb=merged[b] ** 2).groupby("user_id")
+    sums = g[["ab", "aa", "bb"]].sum()
+    denom = np.sqrt(sums["aa"] * sums["bb"])
+    cos = np.where(denom > 0, sums["ab"] / np.maximum(denom, 1e-12), 1.0)
+    return pd.Series(1.0 - cos, index=sums.index)
+
+
+def recency_profiles(events: pd.DataFrame, cutoff_ts: int, half_life_hours: float,
+                     weights: Mapping[str, float] = EVENT_WEIGHTS) -> pd.DataFrame:
+    """``user_id, category_idx, share``: each user's recency-decay category shares before ``cutoff_ts``."""
+    ev = events[events["event_ts"] < cutoff_ts]
+    age = (cutoff_ts - ev["event_ts"].to_numpy(dtype=float)) / 3600.0
+    w = ev["event_type"].map(dict(weights)).fillna(1.0).to_numpy(dtype=float) * 0.5 ** (age / half_life_hours)
+    prof = pd.DataFrame({"user_id": ev["user_id"].to_numpy(), "category_idx": ev["category_idx"].to_numpy(),
+                         "w": w}).groupby(["user_id", "category_idx"], as_index=False)["w"].sum()
+    prof["share"] = prof["w"] / prof.groupby("user_id")["w"].transform("sum")
+    return prof.drop(columns="w")
+
+
+def _active(events: pd.DataFrame, cutoff_ts: int, previous_ts: int, active_days: float) -> pd.Index:
+    """Users with an event in the ``active_days`` before ``cutoff_ts`` and one before ``previous_ts``."""
+    recent = events[(events["event_ts"] < cutoff_ts) & (events["event_ts"] >= cutoff_ts - active_days * 86_400)]
+    before = events[events["event_ts"] < previous_ts]
+    return pd.Index(sorted(set(recent["user_id"]) & set(before["user_id"])))
+
+
+def profile_distances(events: pd.DataFrame, cutoffs: Sequence[int], half_life_hours: float,
+                      active_days: float = 7.0) -> pd.DataFrame:
+    """Per day ``k >= 1`` and active user: cosine distance of the recency profiles at ``c_{k-1}``, ``c_k``."""
+    parts = []
+    profiles = {int(c): recency_profiles(events, int(c), half_life_hours) for c in cutoffs}
+    for k in range(1, len(cutoffs)):
+        prev, now = int(cutoffs[k - 1]), int(cutoffs[k])
+        users = _active(events, now, prev, active_days)
+        merged = profiles[now].merge(profiles[prev], on=["user_id", "category_idx"], how="outer",
+                                     suffixes=("_now", "_prev")).fillna({"share_now": 0.0, "share_prev": 0.0})
+        merged = merged[merged["user_id"].isin(users)]
+        dist = _cosine_distance(merged, "share_now", "share_prev")
+        parts.append(pd.DataFrame({"day": k, "cutoff_ts": now, "previous_cutoff_ts": prev,
+                                   "user_id": dist.index, "distance": dist.to_numpy()}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=DISTANCE_COLUMNS)
+
+
+def vector_distances(vectors: pd.DataFrame, cutoffs: Sequence[int], events: pd.DataFrame,
+                     active_days: float = 7.0) -> pd.DataFrame:
+    """The same for dense vectors (``user_id, cutoff_ts, pc_1..pc_n``, e.g. the model's interest vectors)."""
+    pcs = [c for c in vectors.columns if c.startswith("pc_")]
+    parts = []
+    for k in range(1, len(cutoffs)):
+        prev, now = int(cutoffs[k - 1]), int(cutoffs[k])
+        users = _active(events, now, prev, active_days)
+        a = vectors[vectors["cutoff_ts"] == now].set_index("user_id")
+        b = vectors[vectors["cutoff_ts"] == prev].set_index("user_id")
+        both = users.intersection(a.index).intersection(b.index)
+        x, y = a.loc[both, pcs].to_numpy(dtype=float), b.loc[both, pcs].to_numpy(dtype=float)
+        denom = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
+        cos = np.where(denom > 0, (x * y).sum(axis=1) / np.maximum(denom, 1e-12), 1.0)
+        parts.append(pd.DataFrame({"day": k, "cutoff_ts": now, "previous_cutoff_ts": prev,
+                                   "user_id": np.asarray(both), "distance": 1.0 - cos}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=DISTANCE_COLUMNS)
+
+
+def flag_metrics(distances: pd.DataFrame, switch_ts: pd.Series, events: pd.DataFrame, threshold: float,
+                 interval_hours: float = 24.0) -> dict[str, Any]:
+    """Precision, recall, F1 and detection delay of the flags ``distance > threshold`` (see the module doc).
+
+    ``switch_ts``: planted switch time per user id (users without a switch absent or NaN); ``events``:
+    ``user_id, event_ts`` (for the delay in events).
+    """
+    interval = interval_hours * 3600.0
+    sw = switch_ts.dropna().astype(float)
+    d = distances.assign(switch_ts=distances["user_id"].map(sw))
+    flags = d[d["distance"] > threshold]
+    age = flags["cutoff_ts"] - flags["switch_ts"]
+    correct = (age > 0) & (age <= 2 * interval)
+    cutoffs = np.sort(distances["cutoff_ts"].unique())
+    out: dict[str, Any] = {"threshold": float(threshold), "n_flags": int(len(flags)),
+                           "n_correct_flags": int(correct.sum())}
+    out["precision"] = float(correct.mean()) if len(flags) else 0.0
+    if not len(cutoffs):
+        return {**out, "recall": 0.0, "f1": 0.0, "n_switches": 0, "n_found": 0}
+    first_prev = float(distances["previous_cutoff_ts"].min())
+    # switches the replay can judge: after the first compared cutoff, a day old at the last scoring
+    judged = sw[(sw >= first_prev) & (sw + interval <= cutoffs.max())]
+    judged = judged[judged.index.isin(distances["user_id"].unique())]
+    hits = flags[correct & flags["user_id"].isin(judged.index)]
+    first = hits.sort_values("cutoff_ts").groupby("user_id")["cutoff_ts"].first()
+    out["n_switches"] = int(len(judged))
+    out["n_found"] = int(len(first))
+    out["recall"] = float(len(first) / len(judged)) if len(judged) else 0.0
+    p, r = out["precision"], out["recall"]
+    out["f1"] = float(2 * p * r / (p + r)) if p + r > 0 else 0.0
+    if len(first):
+        delay_h = (first - judged.loc[first.index]) / 3600.0
+        ev = events[events["user_id"].isin(first.index)]
+        start = ev["user_id"].map(judged).astype(float).to_numpy()
+        stop = ev["user_id"].map(first).astype(float).to_numpy()
+        ts = ev["event_ts"].to_numpy(dtype=float)
+        n_after = ev[(ts >= start) & (ts < stop)].groupby("user_id").size()
+        n_after = n_after.reindex(first.index).fillna(0)
+        out.update({"delay_hours_median": float(delay_h.median()), "delay_hours_mean": float(delay_h.mean()),
+                    "delay_events_median": float(n_after.median()), "delay_events_mean": float(n_after.mean())})
+    return out
+
+
+def choose(distances: pd.DataFrame, switch_ts: pd.Series, events: pd.DataFrame,
+           thresholds: Sequence[float] | None = None) -> tuple[float, dict[str, Any]]:
+    """The threshold with the best F1 on ``distances`` (validation days); by default a grid over the
+    distances' 50th-99.8th percentiles. Ties go to the higher threshold (fewer flags)."""
+    if thresholds is None:
+        values = distances["distance"].to_numpy(dtype=float)
+        thresholds = np.unique(np.quantile(values, np.linspace(0.0, 0.998, 100))) if len(values) else [1.0]
+    best: tuple[float, dict[str, Any]] | None = None
+    for t in thresholds:
+        m = flag_metrics(distances, switch_ts, events, float(t))
+        if best is None or m["f1"] >= best[1]["f1"]:
+            best = (float(t), m)
+    assert best is not None
+    return best

@@ -1,0 +1,52 @@
+"""The shift-flag evaluation against planted switches, on a hand-computed tiny case."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ml_tasks.evaluation.shift_flags import choose, flag_metrics, profile_distances
+
+H = 3600
+DAY = 24 * H
+C = [10 * DAY, 11 * DAY, 12 * DAY, 13 * DAY]  # scoring cutoffs
+
+
+def _distances(rows):
+    return pd.DataFrame(rows, columns=["day", "cutoff_ts", "previous_cutoff_ts", "user_id", "distance"])
+
+
+def test_precision_recall_and_delay_by_hand():
+    switch = pd.Series({"a": C[0] + 2 * H, "b": C[1] + 20 * H, "c": C[0] + 5 * H, "late": C[2] + 3 * H})
+    d = _distances([
+        (1, C[1], C[0], "a", 0.9),  # a switched 22 h before: correct flag, found at the first scoring
+        (1, C[1], C[0], "s", 0.95),  # a stable user flagged: false alarm
+        (2, C[2], C[1], "b", 0.2),  # b switched 4 h before c_2: missed at the first scoring ...
+        (3, C[3], C[2], "b", 0.8),  # ... found at the second (28 h after the switch)
+        (3, C[3], C[2], "c", 0.99),  # c switched 2 days and 20 h before: too late to count, false alarm
+        (2, C[2], C[1], "c", 0.1),  # c never flagged in time: a missed switch
+        (3, C[3], C[2], "late", 0.1),  # switched 21 h before the last scoring: not judged (not a day old)
+    ])
+    events = pd.DataFrame({"user_id": ["b"] * 4, "event_ts": [C[1] + 19 * H, C[1] + 21 * H, C[2] + H, C[3] + H]})
+    m = flag_metrics(d, switch, events, threshold=0.5)
+    assert m["n_flags"] == 4 and m["n_correct_flags"] == 2
+    assert m["precision"] == pytest.approx(0.5)
+    assert m["n_switches"] == 3 and m["n_found"] == 2  # a, b found; c missed; "late" not judged
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    # delays: a 22 h, b 28 h; events after the switch before the flag: a none listed, b two
+    assert m["delay_hours_median"] == pytest.approx(25.0)
+    assert m["delay_events_mean"] == pytest.approx(1.0)
+    threshold, best = choose(d, switch, events)
+    assert best["f1"] >= m["f1"] and threshold >= 0.2
+
+
+def test_recency_profile_distance_sees_a_switch():
+    rows = [("stay", "view", 1, C[0] - k * H) for k in range(1, 20)]
+    rows += [("stay", "view", 1, C[1] - k * H) for k in range(1, 5)]
+    rows += [("jump", "view", 1, C[0] - k * H) for k in range(1, 20)]
+    rows += [("jump", "view", 2, C[1] - k * H) for k in range(1, 5)]
+    events = pd.DataFrame(rows, columns=["user_id", "event_type", "category_idx", "event_ts"])
+    d = profile_distances(events, C[:2], half_life_hours=12.0).set_index("user_id")["distance"]
+    assert d["stay"] == pytest.approx(0.0, abs=1e-12)
+    assert d["jump"] > 0.5
