@@ -134,6 +134,7 @@ class ModelConfig:
     discover_markov_candidates: int = 20  # the top transitions from the last category
     discover_lstm_candidates: int = 30  # the top of each LSTM head (model only, not the ablation)
     discover_c: float = 1.0  # inverse L2 strength of its logistic regression
+    discover_estimator: str = "logistic"  # or "boosting" (gradient-boosted trees)
     # baselines / updates
     half_life_hours: float = 72.0
     half_life_grid: tuple[float, ...] = (6.0, 12.0, 24.0, 48.0, 72.0, 120.0, 168.0, 336.0)

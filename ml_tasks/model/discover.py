@@ -263,7 +263,7 @@ class DiscoverHead:
             pairs = discover_candidates(rows, pair_features, popularity, fit_tables, config, block, population)
             x, names = discover_features(pairs, rows, popularity, fit_tables, block, population)
             y = discover_labels(pairs, rows)
-            heads.append(InterestPredictor(config.discover_c, config.seed).fit(x, y, names))
+            heads.append(make_head(config).fit(x, y, names))
             info[name] = {"n_pairs": int(len(pairs)), "positive_rate": float(y.mean()),
                           "candidate_recall": _candidate_recall(pairs, y, rows, pair_features)}
         info["coefficients"] = heads[0].coefficients()
@@ -283,6 +283,34 @@ class DiscoverHead:
         x, _ = discover_features(pairs, rows, popularity, self.tables, lstm, population)
         head = self.predictor if lstm is not None else self.ablation
         return pairs, head.predict(x) if len(pairs) else np.zeros(0)
+
+
+class BoostedPredictor(InterestPredictor):
+    """:class:`InterestPredictor` with gradient-boosted trees (``discover_estimator="boosting"``): lets
+    popularity, co-visitation and the LSTM's view combine non-linearly (e.g. co-visitation matters
+    more for a rare category than for a popular one)."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray, feature_names: list[str]) -> BoostedPredictor:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        if y.all() or not y.any():
+            raise ValueError("the predictor needs positive and negative pairs")
+        self.estimator = HistGradientBoostingClassifier(
+            max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=40,
+            l2_regularization=1.0, random_state=self.seed,
+        ).fit(x, y.astype(int))
+        self.feature_names = list(feature_names)
+        return self
+
+
+def make_head(config: Any) -> InterestPredictor:
+    """The discover head's estimator: ``config.discover_estimator`` "logistic" (default) or "boosting"."""
+    kind = getattr(config, "discover_estimator", "logistic")
+    if kind == "boosting":
+        return BoostedPredictor(config.discover_c, config.seed)
+    if kind != "logistic":
+        raise ValueError(f"discover_estimator must be 'logistic' or 'boosting', got {kind!r}")
+    return InterestPredictor(config.discover_c, config.seed)
 
 
 def _has_new_label(rows: pd.DataFrame, pair_features: pd.DataFrame) -> np.ndarray:
