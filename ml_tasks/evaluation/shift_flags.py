@@ -157,7 +157,7 @@ def flag_metrics(distances: pd.DataFrame, switch_ts: pd.Series, events: pd.DataF
 def choose(distances: pd.DataFrame, switch_ts: pd.Series, events: pd.DataFrame,
            thresholds: Sequence[float] | None = None) -> tuple[float, dict[str, Any]]:
     """The threshold with the best F1 on ``distances`` (validation days); by default a grid over the
-    distances' 50th-99.8th percentiles. Ties go to the higher threshold (fewer flags)."""
+    distances' 0th-99.8th percentiles. Ties go to the higher threshold (fewer flags)."""
     if thresholds is None:
         values = distances["distance"].to_numpy(dtype=float)
         thresholds = np.unique(np.quantile(values, np.linspace(0.0, 0.998, 100))) if len(values) else [1.0]
