@@ -2,7 +2,10 @@
 
 Tables in schema ``serving`` (created on first write; downstream dbt models read them as sources):
 
-- ``user_interest_scores(user_id, category_id, score, rank, model_version, scored_at)``
+- ``user_interest_scores(user_id, category_id, score, rank, model_version, scored_at)``: the overall
+  ranking (every category; what the user is most likely to touch next, mostly what they already like)
+- ``user_discover_scores(user_id, category_id, score, rank, model_version, scored_at)``: the discover
+  ranking (only categories outside the user's history; what they are about to discover)
 - ``user_interest_trajectory(user_id, cutoff_at, components, model_version, scored_at)``
 - ``user_interest_shifts(user_id, scored_at, model_version, previous_cutoff_at, distance, threshold,
   top_category_id)``
@@ -37,21 +40,34 @@ DDL = (
     """create table if not exists serving.scoring_runs (
         scored_at timestamp not null, model_version integer not null, n_users integer not null,
         n_scores integer not null, n_shifts integer not null, written_at timestamp not null)""",
+    """create table if not exists serving.user_discover_scores (
+        user_id varchar not null, category_id varchar not null, score double not null,
+        rank integer not null, model_version integer not null, scored_at timestamp not null)""",
 )
-TABLES = ("user_interest_scores", "user_interest_trajectory", "user_interest_shifts", "scoring_runs")
+TABLES = ("user_interest_scores", "user_interest_trajectory", "user_interest_shifts", "scoring_runs",
+          "user_discover_scores")
+_NO_DISCOVER = pd.DataFrame({"user_id": pd.Series(dtype=str), "category_id": pd.Series(dtype=str),
+                             "score": pd.Series(dtype=float), "rank": pd.Series(dtype="int64")})
 
 
 def write_scoring(warehouse: Path, scored_at: int, model_version: int, scores: pd.DataFrame,
-                  trajectory: pd.DataFrame, shifts: pd.DataFrame, written_at: int) -> dict[str, int]:
-    """Replace the (model_version, scored_at) slice of every serving table in one transaction."""
+                  trajectory: pd.DataFrame, shifts: pd.DataFrame, written_at: int,
+                  discover: pd.DataFrame | None = None) -> dict[str, int]:
+    """Replace the (model_version, scored_at) slice of every serving table in one transaction.
+
+    ``discover`` (``user_id, category_id, score, rank``: the discover ranking) goes to
+    ``user_discover_scores``; without it that slice is left empty.
+    """
+    discover = _NO_DISCOVER if discover is None else discover
     with warehouse_db.connection(warehouse, read_only=False) as con:
-        _write(con, scored_at, model_version, scores, trajectory, shifts, written_at)
+        _write(con, scored_at, model_version, scores, trajectory, shifts, written_at, discover)
     return {"n_scored_users": int(scores["user_id"].nunique()), "n_scores": int(len(scores)),
+            "n_discover_scores": int(len(discover)),
             "n_trajectory_rows": int(len(trajectory)), "n_shifts": int(len(shifts))}
 
 
 def _write(con: Any, scored_at: int, model_version: int, scores: pd.DataFrame, trajectory: pd.DataFrame,
-           shifts: pd.DataFrame, written_at: int) -> None:
+           shifts: pd.DataFrame, written_at: int, discover: pd.DataFrame) -> None:
     try:
         con.execute("begin transaction")
         for stmt in DDL:
@@ -63,6 +79,10 @@ def _write(con: Any, scored_at: int, model_version: int, scores: pd.DataFrame, t
         con.register("scores_df", scores)
         con.execute("""insert into serving.user_interest_scores
             select user_id, category_id, score, rank, ?, make_timestamp(?::bigint * 1000000) from scores_df""",
+                    params)
+        con.register("discover_df", discover)
+        con.execute("""insert into serving.user_discover_scores
+            select user_id, category_id, score, rank, ?, make_timestamp(?::bigint * 1000000) from discover_df""",
                     params)
         con.register("trajectory_df", trajectory)
         con.execute("""insert into serving.user_interest_trajectory

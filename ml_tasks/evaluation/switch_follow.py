@@ -94,18 +94,21 @@ def _row_tie_break(pop: pd.DataFrame, row_cut: np.ndarray, candidates: np.ndarra
 
 def _scores_at(
     model: Any, data: Any, sub: pd.DataFrame, cutoffs: pd.Series, candidates: np.ndarray, stats: dict[str, Any]
-) -> tuple[pd.DataFrame, dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Rows (one per user, events before its cutoff), every method's score matrix, and per row the
-    tie-break and the history mask over ``candidates``."""
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Rows (one per user, events before its cutoff), every method's score matrix, the model's and the
+    ablation's discover-head matrices, and per row the tie-break and the history mask over ``candidates``."""
     rows = pd.DataFrame(sequence_rows(sub.groupby("user_id", sort=True), cutoffs, model.sequence_length))
     rows = rows[rows["n_history_events"] > 0].reset_index(drop=True)
     pf = pair_features_at(sub, cutoffs, model.horizon_hours)
     pop = popularity_from_events(data.events, rows["cutoff_ts"].unique(), model.horizon_hours)
     shape = (len(rows), len(candidates))
     mats: dict[str, np.ndarray] = {}
+    discover: dict[str, np.ndarray] = {}
     for name, use_lstm in ((MODEL_NAME, True), (ABLATION_NAME, False)):
         pairs, score = score_pairs(model, rows, pf, popularity=pop, use_lstm=use_lstm)
         mats[name] = score_matrix(pairs, score, len(rows), candidates)
+        pairs, score = score_pairs(model, rows, pf, popularity=pop, use_lstm=use_lstm, ranking="discover")
+        discover[name] = score_matrix(pairs, score, len(rows), candidates)
     mats["popularity"] = np.zeros(shape)
     r = pd.Index(rows["user_id"]).get_indexer(pf["user_id"])
     c = pd.Index(candidates).get_indexer(pf["category_idx"])
@@ -120,7 +123,7 @@ def _scores_at(
     tie_break = _row_tie_break(pop, rows["cutoff_ts"].to_numpy(dtype=np.int64), candidates)
     seen = before.groupby("user_id")["category_idx"].unique()
     history = [seen.get(u, np.zeros(0, np.int64)) for u in users]
-    return rows, mats, (tie_break, history_mask(candidates, history))
+    return rows, mats, discover, (tie_break, history_mask(candidates, history))
 
 
 def _first_follow(users: list[str], who_by_k: list[np.ndarray], hits_by_k: list[np.ndarray], never: int
@@ -186,7 +189,7 @@ def switch_follow(
         if cutoffs.empty:
             break
         sub = ev[ev["user_id"].isin(cutoffs.index)]
-        rows, mats, (tie_break, seen) = _scores_at(model, data, sub, cutoffs, candidates, stats)
+        rows, mats, discover, (tie_break, seen) = _scores_at(model, data, sub, cutoffs, candidates, stats)
         new_top = followed.loc[rows["user_id"], "new_top"].to_numpy(dtype=np.int64)
         unseen = ~seen[np.arange(len(rows)), np.searchsorted(candidates, new_top)]
         users_k.append(rows["user_id"].to_numpy())
@@ -194,6 +197,8 @@ def switch_follow(
         for name, mat in mats.items():
             order = rank_order(mat, tie_break)
             hits[name].append(candidates[order[:, 0]] == new_top)
+            if name in discover:  # the model's discover top-1 comes from its discover head
+                order = rank_order(discover[name], tie_break)
             ranked_seen = np.take_along_axis(seen, order, axis=1)
             first_new = order[np.arange(len(rows)), np.argmax(~ranked_seen, axis=1)]
             hits_d[name].append((candidates[first_new] == new_top)[unseen])
@@ -238,11 +243,14 @@ def _metrics_at_test(model: Any, data: Any, all_events: pd.DataFrame, truth: pd.
     for name in METHODS:
         if name in (MODEL_NAME, ABLATION_NAME):
             mat = model_score_matrix(model, data, ctx, name == MODEL_NAME)
+            dmat = model_score_matrix(model, data, ctx, name == MODEL_NAME, ranking="discover")
         else:
-            mat = baselines.baseline_scores(name, all_events, ctx.cutoff_ts, ctx.users, ctx.candidates,
-                                            ctx.horizon_hours, half_life_hours)
+            mat = dmat = baselines.baseline_scores(name, all_events, ctx.cutoff_ts, ctx.users, ctx.candidates,
+                                                   ctx.horizon_hours, half_life_hours)
         m = ranking_metrics(mat[keep], ctx.candidates, rel, ctx.tie_break, hist)
         out["ndcg@10_after_switch"][name] = m["ndcg@10"]
+        if dmat is not mat:
+            m = ranking_metrics(dmat[keep], ctx.candidates, rel, ctx.tie_break, hist)
         out["ndcg@10_discover_after_switch"][name] = m["ndcg@10_discover"]
     out["n_users_discover_ndcg"] = int(m["n_users_discover"])
     return out

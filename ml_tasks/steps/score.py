@@ -1,4 +1,8 @@
-"""Batch scoring with the champion: scores, interest trajectories and shift flags into the warehouse.
+"""Batch scoring with the champion: both rankings, interest trajectories and shift flags into the warehouse.
+
+The overall ranking (every category) goes to ``serving.user_interest_scores``, the discover ranking
+(only categories outside each user's history, the model's discover head) to
+``serving.user_discover_scores``; both top 20 per user, written in one transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ from ml_tasks.serving import scoring
 from ml_tasks.steps.state import load_data, read_state
 
 DEFAULT_ACTIVE_DAYS = 7.0
+TOP_N = 20  # categories per user in each ranking
+
+
+def _serving_frame(ranked: pd.DataFrame, id_of: dict) -> pd.DataFrame:
+    """``user_id, category_id, score, rank`` of a :func:`ml_tasks.model.score.score` frame."""
+    return pd.DataFrame({"user_id": ranked["user_id"].astype(str),
+                         "category_id": ranked["category_idx"].map(id_of).astype(str),
+                         "score": ranked["score"].astype(float), "rank": ranked["rank"].astype(int)})
 
 
 def score_run(paths: Paths, run_dir: Path, active_days: float | None = None) -> dict:
@@ -47,11 +59,12 @@ def score_users(paths: Paths, active_days: float | None = None, parent_run_id: s
     pf = data.pair_features
     pf_now = pf[pf["cutoff_ts"] == score_cutoff]
 
-    ranked = score(fitted, rows, pf_now, top_n=20, popularity=popularity_table(pf_now))
+    pop_now = popularity_table(pf_now)
     id_of = dict(zip(data.categories["category_idx"], data.categories["category_id"], strict=True))
-    scores = pd.DataFrame({"user_id": ranked["user_id"].astype(str),
-                           "category_id": ranked["category_idx"].map(id_of).astype(str),
-                           "score": ranked["score"].astype(float), "rank": ranked["rank"].astype(int)})
+    scores, discover = (
+        _serving_frame(score(fitted, rows, pf_now, top_n=TOP_N, popularity=pop_now, ranking=ranking), id_of)
+        for ranking in ("overall", "discover")
+    )
     history = seqs[seqs["user_id"].astype(str).isin(users)]
     emb = interest_embeddings(fitted, history)
     pcs = [c for c in emb.columns if c.startswith("pc_")]
@@ -66,7 +79,8 @@ def score_users(paths: Paths, active_days: float | None = None, parent_run_id: s
     flagged = shifts[shifts["is_shift"]].copy()
     flagged["top_category_id"] = flagged["user_id"].map(top1)
     written = serving_store.write_scoring(paths.warehouse, score_cutoff, champion, scores, trajectory,
-                                          flagged.drop(columns=["is_shift"]), int(time.time()))
+                                          flagged.drop(columns=["is_shift"]), int(time.time()),
+                                          discover=discover)
     result = {"model_version": champion, "scored_at": score_cutoff, "active_days": active_days, **written}
 
     with tracking.step_run(paths, parent_run_id, "score_users"):

@@ -5,6 +5,10 @@
 ``user_id, category_id, score, rank`` (rank 1 = most likely next interest), ``top_n`` per user
 (default 20; pass ``params={"top_n": N}``). Each user is scored at one second after their last
 event, with the same features the warehouse computes (``ml_tasks.serving.online``).
+
+``params={"ranking": "discover"}`` returns the discover ranking instead of the overall one (default
+``"overall"``): only categories outside the user's events, ranked by the model's discover head —
+the rows of ``serving.user_discover_scores`` where the batch path writes them.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import pandas as pd
 
 from ml_tasks.model import samples
 from ml_tasks.model.persist import FittedInterestModel
-from ml_tasks.model.score import score
+from ml_tasks.model.score import RANKINGS, score
 from ml_tasks.serving import online
 
 
@@ -44,6 +48,9 @@ class InterestModelPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         top_n = int((params or {}).get("top_n", 20))
+        ranking = str((params or {}).get("ranking", "overall"))
+        if ranking not in RANKINGS:
+            raise ValueError(f"params ranking must be one of {list(RANKINGS)}, got {ranking!r}")
         oov = max(self.id_of) + 1
         events = online.normalise_events(pd.DataFrame(model_input), self.idx_of, oov)
         cols = ["user_id", "category_id", "score", "rank"]
@@ -53,7 +60,7 @@ class InterestModelPyfunc(mlflow.pyfunc.PythonModel):
         rows = online.sequences_at(events, cutoffs, self.model.sequence_length)
         pf = samples.pair_features_at(events, cutoffs, self.meta["horizon_hours"])
         pop = rows[["cutoff_ts"]].drop_duplicates().merge(self.popularity, how="cross")
-        ranked = score(self.model, rows, pf, top_n=top_n, popularity=pop)
+        ranked = score(self.model, rows, pf, top_n=top_n, popularity=pop, ranking=ranking)
         out = pd.DataFrame({
             "user_id": ranked["user_id"].astype(str),
             "category_id": ranked["category_idx"].map(self.id_of).fillna("").astype(str),

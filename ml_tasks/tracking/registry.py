@@ -45,7 +45,7 @@ def log_interest_model(model_dir: Path, signature_example: Any, metrics: Mapping
     from ml_tasks.tracking.pyfunc import InterestModelPyfunc
 
     output_example = InterestModelPyfunc.from_dir(model_dir).predict(None, signature_example)
-    signature = infer_signature(signature_example, output_example, params={"top_n": 20})
+    signature = infer_signature(signature_example, output_example, params={"top_n": 20, "ranking": "overall"})
     info = mlflow.pyfunc.log_model(
         name="user_interest_model",
         python_model=InterestModelPyfunc(),

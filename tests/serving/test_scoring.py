@@ -57,13 +57,14 @@ def test_scoring_writes_are_idempotent(tmp_path):
     frames = _scoring_frames(5)
     first = serving_store.write_scoring(warehouse, 1_700_000_001, 3, *frames, written_at=1)
     again = serving_store.write_scoring(warehouse, 1_700_000_001, 3, *frames, written_at=2)
-    assert first == again == {"n_scored_users": 5, "n_scores": 10, "n_trajectory_rows": 5, "n_shifts": 1}
+    assert first == again == {"n_scored_users": 5, "n_scores": 10, "n_discover_scores": 0, "n_trajectory_rows": 5,
+                              "n_shifts": 1}
     import duckdb
 
     con = duckdb.connect(str(warehouse), read_only=True)
     counts = [con.execute(f"select count(*) from serving.{t}").fetchone()[0] for t in serving_store.TABLES]
     con.close()
-    assert counts == [10, 5, 1, 1]  # the rerun replaced its slice instead of adding rows
+    assert counts == [10, 5, 1, 1, 0]  # the rerun replaced its slice instead of adding rows
     serving_store.write_scoring(warehouse, 1_700_086_401, 3, *_scoring_frames(2), written_at=3)
     status = serving_store.read_status(warehouse)
     assert status["n_scored_users"] == 2 and status["scored_at"] == 1_700_086_401
@@ -76,4 +77,41 @@ def test_failed_write_leaves_nothing(tmp_path):
     broken = trajectory.drop(columns=["components"])
     with pytest.raises(Exception):  # noqa: B017 - DuckDB's binder error type is not the point
         serving_store.write_scoring(warehouse, 1_700_000_001, 1, scores, broken, shifts, written_at=1)
+    assert serving_store.read_status(warehouse) == {}
+
+
+def _discover_frame(users: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": np.repeat(users, 3), "category_id": ["c7", "c8", "c9"] * len(users),
+                         "score": [0.3, 0.2, 0.1] * len(users), "rank": [1, 2, 3] * len(users)})
+
+
+def test_discover_list_is_written_beside_the_scores_and_a_rerun_replaces_it(tmp_path):
+    import duckdb
+
+    warehouse = tmp_path / "w.duckdb"
+    frames = _scoring_frames(4)
+    users = sorted(frames[0]["user_id"].unique())
+    for written_at in (1, 2):  # a retried task writes the same scoring twice
+        out = serving_store.write_scoring(warehouse, 1_700_000_001, 2, *frames, written_at=written_at,
+                                          discover=_discover_frame(users))
+        assert out["n_discover_scores"] == 12
+    # a second model version's scoring of the same cutoff is its own slice
+    serving_store.write_scoring(warehouse, 1_700_000_001, 3, *frames, written_at=3,
+                                discover=_discover_frame(users[:1]))
+    con = duckdb.connect(str(warehouse), read_only=True)
+    rows = con.execute("select model_version, count(*), count(distinct (user_id, rank)) "
+                       "from serving.user_discover_scores group by 1 order by 1").fetchall()
+    top = con.execute("select category_id from serving.user_discover_scores "
+                      "where model_version = 2 and rank = 1").fetchall()
+    con.close()
+    assert rows == [(2, 12, 12), (3, 3, 3)]
+    assert {c for (c,) in top} == {"c7"}
+
+
+def test_a_failed_write_leaves_no_discover_rows(tmp_path):
+    warehouse = tmp_path / "w.duckdb"
+    scores, trajectory, shifts = _scoring_frames(2)
+    with pytest.raises(Exception):  # noqa: B017 - DuckDB's binder error type is not the point
+        serving_store.write_scoring(warehouse, 1_700_000_001, 1, scores, trajectory, shifts, written_at=1,
+                                    discover=_discover_frame(["u0"]).drop(columns=["score"]))
     assert serving_store.read_status(warehouse) == {}

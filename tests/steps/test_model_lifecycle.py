@@ -66,9 +66,11 @@ def test_scoring_rerun_adds_no_rows(trained):
     from ml_tasks.steps import score as score_step
 
     paths, _ = trained
-    before = [_count(paths.warehouse, t) for t in serving_store.TABLES[:3]]
+    tables = (*serving_store.TABLES[:3], "user_discover_scores")
+    before = [_count(paths.warehouse, t) for t in tables]
+    assert before[-1] > 0  # the discover list is written beside the overall one
     score_step.score_users(paths)
-    assert [_count(paths.warehouse, t) for t in serving_store.TABLES[:3]] == before
+    assert [_count(paths.warehouse, t) for t in tables] == before
 
 
 def test_registration_is_idempotent_per_run(trained):
@@ -149,9 +151,14 @@ events = pd.DataFrame({"user_id": ["a"] * 4 + ["b"] * 2,
                        "event_type": ["view", "view", "cart", "view", "view", "buy"],
                        "event_ts": [1767225600, 1767229200, 1767232800, 1767236400, 1767240000, 1767243600]})
 out = model.predict(events, params={"top_n": 5})
+disc = model.predict(events, params={"top_n": 5, "ranking": "discover"})
+touched = events.groupby("user_id")["category_id"].apply(set)
 print(json.dumps({"columns": list(out.columns), "users": sorted(out.user_id.unique()),
                   "ranks": out.groupby("user_id")["rank"].apply(list).to_dict(),
-                  "scores_sorted": bool(all((g.score.diff().dropna() <= 1e-12).all() for _, g in out.groupby("user_id")))}))
+                  "scores_sorted": bool(all((g.score.diff().dropna() <= 1e-12).all() for _, g in out.groupby("user_id"))),
+                  "discover_columns": list(disc.columns),
+                  "discover_ranks": disc.groupby("user_id")["rank"].apply(list).to_dict(),
+                  "discover_touched": int(sum(c in touched[u] for u, c in zip(disc.user_id, disc.category_id)))}))
 """
     env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": paths.tracking_uri}
     env.pop("PYTHONPATH", None)  # the model carries its own code
@@ -163,6 +170,10 @@ print(json.dumps({"columns": list(out.columns), "users": sorted(out.user_id.uniq
     assert result["users"] == ["a", "b"]
     assert result["ranks"] == {"a": [1, 2, 3, 4, 5], "b": [1, 2, 3, 4, 5]}
     assert result["scores_sorted"]
+    # the discover list: the same columns, never a category the user already touched
+    assert result["discover_columns"] == result["columns"]
+    assert result["discover_ranks"] == {"a": [1, 2, 3, 4, 5], "b": [1, 2, 3, 4, 5]}
+    assert result["discover_touched"] == 0
 
 
 def _free_port() -> int:
