@@ -225,6 +225,7 @@ def stack(request) -> Iterator[StackSession]:
     (ARTIFACTS / "timings.json").write_text(json.dumps({"timings": session.timings, "notes": session.notes},
                                                        indent=1, default=str))
     print(f"\n[stack] stopped in {session.timings['stack_stop_s']:.0f}s; timings: {session.timings}")
+    last_words = server.log_tail(2000)  # read before the folder holding the log is removed
     if request.session.testsfailed:
         shutil.copytree(root / "stack" / "logs", ARTIFACTS / "logs", dirs_exist_ok=True)
         shutil.copy(root / "stack.log", ARTIFACTS / "stack.log")
@@ -232,7 +233,7 @@ def stack(request) -> Iterator[StackSession]:
     else:
         shutil.rmtree(root, ignore_errors=True)
     assert not left and not server.leftovers(), f"processes left after stopping the stack: {left}"
-    assert "stopped (no process left: True)" in server.log_tail(2000), server.log_tail(2000)
+    assert "stopped (no process left: True)" in last_words, last_words
 
 
 def _wait(predicate, timeout: float, what: str, every: float = 2.0):
