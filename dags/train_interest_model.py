@@ -23,13 +23,16 @@ MLflow (experiment `user_interest`) as one parent run with a nested run per step
    `user_interest_trajectory` and `user_interest_shifts` to the warehouse (single-writer pool).
 
 Runs weekly (Sunday 02:00 UTC) and on demand. Trigger with params to change seeds, epochs or the
-promotion margin. Daily updates are `update_interest_model`.
+promotion margin, or to add background behaviour (`background_events`: other users' events, cut at the
+test cutoff, used for the LSTM and the markov/co-visitation statistics, never evaluated). Daily updates are `update_interest_model`.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 from pipeline_common import DEFAULT_ARGS, INTEREST_SCORES, REGISTRY_POOL, START_DATE, WAREHOUSE_POOL, run_step
+
+from ml_tasks.contracts import SOURCE_FORMATS
 
 MODEL_PARAMS = {
     "seed": Param(42, type="integer", minimum=0, description="Random seed (Keras, NumPy, scikit-learn)."),
@@ -39,6 +42,14 @@ MODEL_PARAMS = {
                                  description="(user, cutoff) sequences per epoch (a random subsample above it)."),
     "promotion_margin": Param(0.0, type="number", minimum=0, maximum=1,
                               description="Relative NDCG@10 gain over the champion needed to promote."),
+    "background_events": Param("", type="string",
+                               description="Other users' events (a file the workers can read), e.g. "
+                                           "data/samples/taobao_userbehavior/UserBehavior_other_users.csv.gz: "
+                                           "cut at the test cutoff, they train the LSTM's next-event objective "
+                                           "and the markov/co-visitation statistics, never evaluated or scored. "
+                                           "Empty: none."),
+    "background_format": Param("generic", type="string", enum=list(SOURCE_FORMATS),
+                               description="Layout of background_events (the ingest formats)."),
     "model_settings": Param({}, type="object",
                             description="Other ModelConfig fields for this run, e.g. "
                                         '{"copy_head": true, "window_loss_weight": 1.0}; checked by name and type, '
@@ -62,7 +73,8 @@ def train_interest_model():
     def start_training(params=None) -> dict:
         return run_step("start_training", settings=params["model_settings"],
                      overrides={"seed": params["seed"], "epochs": params["epochs"],
-                                "max_train_sequences": params["max_train_sequences"]})
+                                "max_train_sequences": params["max_train_sequences"]},
+                     background={"events": params["background_events"], "format": params["background_format"]})
 
     @task
     def fit_model(_: dict) -> dict:

@@ -24,6 +24,7 @@ from ml_tasks.evaluation.compare import CI_METRICS, comparison_fields, confidenc
 from ml_tasks.evaluation.metrics import mean_metrics
 from ml_tasks.evaluation.switch_follow import switch_follow, truth_mismatch
 from ml_tasks.model.persist import FittedInterestModel
+from ml_tasks.steps import background as background_step
 from ml_tasks.steps.state import load_data, model_config, read_state, update_state
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def evaluate(paths: Paths, run_dir: Path) -> dict:
     per_user = {
         MODEL_NAME: ctx.per_user(ev.model_score_matrix(candidate, data, ctx, use_lstm=True)),
         ABLATION_NAME: ctx.per_user(ev.model_score_matrix(candidate, data, ctx, use_lstm=False)),
-        **ev.baseline_tables(data, ctx, half_life),
+        **ev.baseline_tables(data, ctx, half_life, population=background_step.population(run_dir, state, data)),
         "recency_decay_72h": ev.baseline_tables_one(data, ctx, "recency_decay", 72.0),
     }
     champion = state.get("champion_at_start")
@@ -104,6 +105,7 @@ def evaluate(paths: Paths, run_dir: Path) -> dict:
         "half_life_hours": half_life,
         "half_life_validation_ndcg@10": {str(k): v for k, v in curve.items()},
         "champion": {"version": champion, "metrics": champion_metrics},
+        "background": state.get("background") or {"used": False},
         **({"switch_follow": switches} if switches else {}),
     }
     (run_dir / "report.json").write_text(json.dumps(report, indent=1))

@@ -16,6 +16,7 @@ from ml_tasks.evaluation import plots
 from ml_tasks.model.fit import fine_tune, fit
 from ml_tasks.model.persist import FittedInterestModel
 from ml_tasks.model.score import interest_embeddings
+from ml_tasks.steps import background as background_step
 from ml_tasks.steps.state import (
     PIPELINE_MODEL_DEFAULTS,
     STATE_FILE,
@@ -30,11 +31,12 @@ log = logging.getLogger(__name__)
 
 def start_training(paths: Paths, run_dir: Path, kind: str = "full_retrain",
                    overrides: dict[str, Any] | None = None, parent_tags: dict[str, str] | None = None,
-                   settings: dict[str, Any] | None = None) -> dict:
+                   settings: dict[str, Any] | None = None, background: dict[str, Any] | None = None) -> dict:
     """Check the exports, open the MLflow parent run with config, lineage and git commit.
 
     ``settings``: further :class:`ModelConfig` fields (the DAG's ``model_settings``), checked by name
-    and type; ``overrides`` take precedence."""
+    and type; ``overrides`` take precedence. ``background``: ``{"events": FILE, "format": F}``, other
+    users' events for the LSTM and the transition statistics (:mod:`ml_tasks.steps.background`)."""
     if (run_dir / STATE_FILE).exists():  # a retried task: keep the run it opened
         state = read_state(run_dir)
         return {"parent_run_id": state["parent_run_id"], "run_dir": str(run_dir), "resumed": True}
@@ -45,12 +47,16 @@ def start_training(paths: Paths, run_dir: Path, kind: str = "full_retrain",
     config = replace(base, **{k: v for k, v in (overrides or {}).items() if v is not None and k != "epochs"})
     if kind != "periodic_update" and (overrides or {}).get("epochs"):
         config = replace(config, epochs=int(overrides["epochs"]))
+    bg_info: dict[str, Any] = {"used": False}
+    if background and background.get("events"):
+        bg_info = background_step.prepare(run_dir, data, background["events"], background.get("format", "generic"))
     champion = tracking.alias_version(paths, tracking.CHAMPION)
     parent = tracking.start_parent_run(
         paths, run_name=f"{kind}:{run_dir.name}",
         tags={"kind": kind, "run_dir": str(run_dir), **(parent_tags or {})},
         params={"kind": kind, "model": asdict(config), "warehouse": WarehouseConfig.from_env().dbt_vars(),
-                "protocol": data.protocol},
+                "protocol": data.protocol,
+                "background": {k: bg_info.get(k) for k in ("used", "file", "events_used", "users_used")}},
     )
     with tracking.step_run(paths, parent, "start_training"):
         for name, frame in (("ml_sequences", data.sequences), ("ml_pair_features", data.pair_features),
@@ -62,7 +68,7 @@ def start_training(paths: Paths, run_dir: Path, kind: str = "full_retrain",
                               "users": data.events["user_id"].nunique(),
                               "categories": len(data.categories)})
     write_state(run_dir, {"kind": kind, "parent_run_id": parent, "config": config.to_json(),
-                           "champion_at_start": champion, "protocol": data.protocol})
+                           "champion_at_start": champion, "protocol": data.protocol, "background": bg_info})
     return {"parent_run_id": parent, "run_dir": str(run_dir), "kind": kind,
             "champion_at_start": champion, "n_events": int(len(data.events))}
 
@@ -89,7 +95,7 @@ def fit_model(paths: Paths, run_dir: Path) -> dict:
     """
     state = read_state(run_dir)
     config = model_config(state)
-    data = load_data(paths)
+    data, n_background = background_step.training_data(run_dir, state, load_data(paths), config.seed)
     with tracking.step_run(paths, state["parent_run_id"], "fit_model"):
         tracking.log_params({"seed": config.seed, "embedding_dim": config.embedding_dim,
                              "lstm_units": list(config.lstm_units), "epochs_max": config.epochs,
@@ -109,6 +115,7 @@ def fit_model(paths: Paths, run_dir: Path) -> dict:
             "n_components": final.n_components,
             "n_predictor_pairs": final.info.get("n_predictor_pairs", 0),
             "vocabulary_size": final.vocab.size,
+            "n_background_sequences": n_background,
         })
         if curve:
             tracking.log_figure(plots.explained_variance(curve), "explained_variance.png")
@@ -117,7 +124,7 @@ def fit_model(paths: Paths, run_dir: Path) -> dict:
     update_state(run_dir, best_epoch=lstm_info["best_epoch"])
     return {"best_epoch": lstm_info["best_epoch"], "epochs_run": lstm_info["epochs_run"],
             "n_components": final.n_components, "vocabulary_size": int(final.vocab.size),
-            "fit_seconds": round(final.info.get("fit_seconds", 0.0), 1)}
+            "fit_seconds": round(final.info.get("fit_seconds", 0.0), 1), "n_background_sequences": n_background}
 
 
 def fine_tune_challenger(paths: Paths, run_dir: Path) -> dict:

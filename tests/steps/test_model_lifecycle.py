@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,3 +348,36 @@ def test_a_version_whose_files_changed_is_refused_before_unpickling(trained, mon
         serving_json.write_bytes(original)
     monkeypatch.undo()
     assert tracking.load_fitted_model(paths, champion).n_components > 0  # intact again: loads
+
+
+def test_training_run_with_background_events(trained, tmp_path):
+    """The train DAG's ``background_events``: other users' events reach the LSTM's rows and the baselines'
+    transition statistics of that run, are cut at the test cutoff, and are never evaluated."""
+    import pandas as pd
+
+    from ml_tasks import pipelines
+    from ml_tasks.data import synthetic
+    from ml_tasks.steps.state import read_state
+
+    paths, _ = trained
+    written = synthetic.write(synthetic.SyntheticConfig(n_users=80, days=8, seed=23), tmp_path / "bg")
+    other = pd.read_csv(written["events_path"])
+    other["user_id"] = "other-" + other["user_id"].astype(str)
+    background = tmp_path / "other_users.csv"
+    other.to_csv(background, index=False)
+
+    run_dir = tmp_path / "with_background"
+    for task_id, kwargs in (("start_training", {"overrides": {"epochs": 1, "seed": 0},
+                                                "background": {"events": str(background), "format": "generic"}}),
+                            ("fit_model", {}), ("extract_interest_features", {}), ("evaluate", {})):
+        result = pipelines.run_step(pipelines.TRAIN_INTEREST_MODEL, task_id, paths, run_dir, **kwargs)
+        if task_id == "fit_model":
+            assert result["n_background_sequences"] > 0, result
+    used = read_state(run_dir)["background"]
+    assert used["used"] and used["rows_loaded"] == len(other) and used["users_used"] > 0, used
+    assert used["events_used"] < len(other)  # events at or after the test cutoff were cut
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["background"]["used"] is True
+    evaluated = report["results"]["lstm_pca_predictor"]["n_users"]
+    plain = json.loads((Path(trained[1]["start_training"]["run_dir"]) / "report.json").read_text())
+    assert evaluated == plain["results"]["lstm_pca_predictor"]["n_users"]  # the same users, none of theirs
