@@ -32,6 +32,13 @@ reported on the test days.
     vector_distances(vectors, cutoffs, events, active_days=7.0) -> DataFrame
     flag_metrics(distances, switch_ts, events, threshold, interval_hours=24.0) -> dict
     choose(distances, switch_ts, events, thresholds=None) -> (threshold, metrics)
+    rule_distances(distances) -> DataFrame            # the robust fallback rule, as distances over 0
+    compare_detectors(embedding, profiles, switch_ts, events, test_from_ts) -> dict
+    distance_between(events, users, now_ts, previous_ts, half_life_hours) -> Series  # for scoring
+
+The evaluate step (:func:`ml_tasks.steps.evaluate.shift_flag_replay`) replays daily scorings before the
+score cutoff, chooses on the earlier days and judges on the last three; the chosen detector and threshold
+go with the model, and the scoring step flags with them.
 """
 
 from __future__ import annotations
@@ -168,3 +175,67 @@ def choose(distances: pd.DataFrame, switch_ts: pd.Series, events: pd.DataFrame,
             best = (float(t), m)
     assert best is not None
     return best
+
+
+#: the recency profile's half-lives tried on the validation days (hours)
+PROFILE_HALF_LIVES: tuple[float, ...] = (6.0, 12.0, 24.0, 48.0, 72.0)
+
+
+def rule_distances(distances: pd.DataFrame, k: float = 5.0, min_distance: float = 0.8) -> pd.DataFrame:
+    """``distances`` shifted by each day's threshold of the robust rule that scoring falls back on
+    (median + ``k`` scaled MADs of the day's distances, at least ``min_distance``): ``distance > 0`` is
+    that rule's flag, so :func:`flag_metrics` with threshold 0 judges it."""
+    def shift(day: pd.DataFrame) -> pd.DataFrame:
+        d = day["distance"].to_numpy(dtype=float)
+        median = float(np.median(d))
+        threshold = max(median + k * float(np.median(np.abs(d - median))) * 1.4826, min_distance)
+        return day.assign(distance=d - threshold)
+
+    parts = [shift(day) for _, day in distances.groupby("cutoff_ts", sort=True)]
+    return pd.concat(parts, ignore_index=True) if parts else distances
+
+
+def compare_detectors(embedding: pd.DataFrame, profiles: Mapping[float, pd.DataFrame], switch_ts: pd.Series,
+                      events: pd.DataFrame, test_from_ts: int) -> dict[str, Any]:
+    """Choose each detector's threshold (and the profile's half-life) on the validation days (``cutoff_ts
+    <= test_from_ts``), the detector by validation F1, and judge all of them on the test days.
+
+    ``embedding``: :func:`vector_distances` of the model's interest vectors; ``profiles``: half-life ->
+    :func:`profile_distances`. Also judges the fixed rule scoring uses without a choice
+    (:func:`rule_distances`) on the test days. Returns ``{"chosen": {detector, threshold, half_life_hours},
+    "validation": {...}, "test": {...}, ...}`` (JSON-safe)."""
+    def split(d: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return d[d["cutoff_ts"] <= test_from_ts], d[d["cutoff_ts"] > test_from_ts]
+
+    emb_val, emb_test = split(embedding)
+    t_emb, v_emb = choose(emb_val, switch_ts, events)
+    by_half_life = {hl: choose(split(d)[0], switch_ts, events) for hl, d in profiles.items()}
+    half_life = max(by_half_life, key=lambda hl: (by_half_life[hl][1]["f1"], -hl))
+    t_prof, v_prof = by_half_life[half_life]
+    prof_test = split(profiles[half_life])[1]
+    validation = {"embedding": v_emb, "recency_profile": v_prof}
+    test = {"embedding": flag_metrics(emb_test, switch_ts, events, t_emb),
+            "recency_profile": flag_metrics(prof_test, switch_ts, events, t_prof),
+            "embedding_fixed_rule": flag_metrics(rule_distances(emb_test), switch_ts, events, 0.0)}
+    detector = "embedding" if v_emb["f1"] > v_prof["f1"] else "recency_profile"
+    chosen = {"detector": detector, "threshold": t_emb if detector == "embedding" else t_prof,
+              "half_life_hours": float(half_life) if detector == "recency_profile" else None}
+    days = sorted(int(c) for c in embedding["cutoff_ts"].unique())
+    return {"chosen": chosen, "validation": validation, "test": test,
+            "profile_half_life_validation_f1": {str(hl): m[1]["f1"] for hl, m in by_half_life.items()},
+            "profile_half_life_hours": float(half_life), "embedding_threshold": t_emb, "profile_threshold": t_prof,
+            "validation_days": sum(c <= test_from_ts for c in days),
+            "test_days": sum(c > test_from_ts for c in days), "test_from_ts": int(test_from_ts)}
+
+
+def distance_between(events: pd.DataFrame, users: Sequence[str], now_ts: int, previous_ts: int,
+                     half_life_hours: float) -> pd.Series:
+    """Cosine distance of each user's recency profile at ``previous_ts`` and at ``now_ts`` (scoring with the
+    ``recency_profile`` detector); users without events before ``previous_ts`` are left out."""
+    ev = events[events["user_id"].isin(set(users))]
+    now = recency_profiles(ev, now_ts, half_life_hours)
+    before = recency_profiles(ev, previous_ts, half_life_hours)
+    merged = now.merge(before, on=["user_id", "category_idx"], how="outer", suffixes=("_now", "_prev"))
+    merged = merged.fillna({"share_now": 0.0, "share_prev": 0.0})
+    merged = merged[merged["user_id"].isin(set(before["user_id"]))]
+    return _cosine_distance(merged, "share_now", "share_prev")

@@ -21,8 +21,9 @@ def active_users(score_rows: pd.DataFrame, active_days: float) -> pd.DataFrame:
 
 
 def interest_shifts(now: pd.DataFrame, before: pd.DataFrame, k: float = 5.0,
-                    min_distance: float = 0.8) -> pd.DataFrame:
-    """Users whose interest vector moved sharply between two cutoffs.
+                    min_distance: float = 0.8, threshold: float | None = None) -> pd.DataFrame:
+    """Users whose interest vector moved sharply between two cutoffs (cosine distance above ``threshold``;
+    without one, median + ``k`` scaled MADs of the distances, at least ``min_distance``).
 
     ``now`` and ``before``: ``user_id, cutoff_ts, pc_1..pc_n`` (one row per user). Returns
     ``user_id, previous_cutoff_ts, distance, threshold, is_shift`` for users present in both.
@@ -37,9 +38,10 @@ def interest_shifts(now: pd.DataFrame, before: pd.DataFrame, k: float = 5.0,
     denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     cosine = np.where(denom > 0, (a * b).sum(axis=1) / np.maximum(denom, 1e-12), 1.0)
     distance = 1.0 - cosine
-    median = float(np.median(distance))
-    mad = float(np.median(np.abs(distance - median))) * 1.4826
-    threshold = max(median + k * mad, min_distance)
+    if threshold is None:
+        median = float(np.median(distance))
+        mad = float(np.median(np.abs(distance - median))) * 1.4826
+        threshold = max(median + k * mad, min_distance)
     return pd.DataFrame({
         "user_id": merged["user_id"].to_numpy(),
         "previous_cutoff_ts": merged["cutoff_ts_prev"].to_numpy(dtype=np.int64),

@@ -18,12 +18,14 @@ from ml_tasks.config import Paths
 from ml_tasks.contracts import ABLATION_NAME, BASELINE_NAMES, MODEL_NAME
 from ml_tasks.data.synthetic.config import TRUTH_FILE
 from ml_tasks.errors import PipelineError
-from ml_tasks.evaluation import plots
+from ml_tasks.evaluation import plots, shift_flags
 from ml_tasks.evaluation import protocol as ev
 from ml_tasks.evaluation.compare import CI_METRICS, comparison_fields, confidence, interval_metrics
 from ml_tasks.evaluation.metrics import mean_metrics
 from ml_tasks.evaluation.switch_follow import switch_follow, truth_mismatch
 from ml_tasks.model.persist import FittedInterestModel
+from ml_tasks.model.samples import sequence_rows
+from ml_tasks.model.score import interest_embeddings
 from ml_tasks.steps import background as background_step
 from ml_tasks.steps.state import load_data, model_config, read_state, update_state
 
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: events after a planted switch that the switch-follow measurement looks at (in ``make run``)
 SWITCH_FOLLOW_EVENTS = 12
+#: shift flags: daily scorings replayed before the score cutoff; the last TEST of them are the test days
+SHIFT_REPLAY_DAYS, SHIFT_TEST_DAYS = 8, 3
 CHAMPION = "champion"
 
 
@@ -42,18 +46,80 @@ def truth_path(paths: Paths) -> Path:
 def planted_switches(paths: Paths, model: Any, data: Any, half_life_hours: float) -> dict[str, Any] | None:
     """:func:`ml_tasks.evaluation.switch_follow.switch_follow` when the data has a synthetic truth file
     that describes it; ``None`` (and a log line) otherwise."""
+    truth = _truth(paths, data)
+    if truth is None:
+        return None
+    started = time.perf_counter()
+    result = switch_follow(model, data, truth, max_events=SWITCH_FOLLOW_EVENTS, half_life_hours=half_life_hours)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def _truth(paths: Paths, data: Any) -> pd.DataFrame | None:
     path = truth_path(paths)
     if not path.exists():
         return None
     truth = pd.read_parquet(path)
     reason = truth_mismatch(truth, data)
     if reason:
-        log.info("switch follow skipped: %s does not describe the data (%s)", path, reason)
+        log.info("planted switches not judged: %s does not describe the data (%s)", path, reason)
+        return None
+    return truth
+
+
+def shift_flag_replay(paths: Paths, model: FittedInterestModel, data: Any) -> dict[str, Any] | None:
+    """The interest-shift flags judged against the planted switches (:mod:`ml_tasks.evaluation.shift_flags`):
+    daily scorings at ``score_cutoff - k days`` replayed with this model (its interest vectors) and with
+    the recency-profile detector; thresholds, half-life and detector chosen on the earlier days, judged on
+    the last ``SHIFT_TEST_DAYS``. ``None`` without a synthetic truth file that describes the data."""
+    truth = _truth(paths, data)
+    if truth is None:
         return None
     started = time.perf_counter()
-    result = switch_follow(model, data, truth, max_events=SWITCH_FOLLOW_EVENTS, half_life_hours=half_life_hours)
+    score_ts = int(data.protocol["score_cutoff_ts"])
+    first_ts = int(data.events["event_ts"].min())
+    cutoffs = [score_ts - k * 86_400 for k in range(SHIFT_REPLAY_DAYS, -1, -1) if score_ts - k * 86_400 > first_ts]
+    if len(cutoffs) < SHIFT_TEST_DAYS + 3:
+        log.info("shift flags not judged: %d daily cutoffs in the data", len(cutoffs))
+        return None
+    events = data.events[["user_id", "category_idx", "event_type", "event_ts"]].assign(
+        user_id=data.events["user_id"].astype(str)).sort_values(["user_id", "event_ts"], kind="stable")
+    by_user = list(events.groupby("user_id", sort=True))
+    users = [u for u, _ in by_user]
+    rows = [r for c in cutoffs for r in sequence_rows(by_user, pd.Series(c, index=users), model.sequence_length)]
+    vectors = interest_embeddings(model, pd.DataFrame(rows))
+    embedding = shift_flags.vector_distances(vectors, cutoffs, events)
+    profiles = {hl: shift_flags.profile_distances(events, cutoffs, hl) for hl in shift_flags.PROFILE_HALF_LIVES}
+    sw = truth[truth["profile"] == "switch"].assign(user_id=lambda t: t["user_id"].astype(str))
+    switch_ts = sw.groupby("user_id")["switch_ts"].first().astype(float)
+    result = shift_flags.compare_detectors(embedding, profiles, switch_ts, events,
+                                           test_from_ts=cutoffs[-SHIFT_TEST_DAYS - 1])
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def _shift_metrics(result: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for part in ("validation", "test"):
+        for detector, m in result[part].items():
+            for key in ("precision", "recall", "f1", "n_flags", "n_switches", "delay_hours_median",
+                        "delay_events_median"):
+                if key in m:
+                    out[f"shift_flags.{part}.{detector}.{key}"] = m[key]
+    out["shift_flags.chosen_threshold"] = result["chosen"]["threshold"]
+    return out
+
+
+def _record_shift_detector(run_dir: Path, chosen: dict[str, Any]) -> None:
+    """The chosen detector goes with the model (``model.json``'s info), for the scoring step."""
+    path = run_dir / "model" / "model.json"
+    meta = json.loads(path.read_text())
+    if meta.setdefault("info", {}).get("shift_detector") == chosen:
+        return  # a retried evaluate: the files stay byte-identical (their digest is recorded at registration)
+    meta["info"]["shift_detector"] = chosen
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(path)
 
 
 def _switch_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -96,6 +162,9 @@ def evaluate(paths: Paths, run_dir: Path) -> dict:
     results: dict[str, dict[str, Any]] = {n: mean_metrics(t) for n, t in per_user.items() if n != CHAMPION}
     conf = confidence(results, per_user, BASELINE_NAMES, extra=(CHAMPION,) if champion is not None else ())
     switches = planted_switches(paths, candidate, data, half_life)
+    shifts = shift_flag_replay(paths, candidate, data)
+    if shifts is not None:
+        _record_shift_detector(run_dir, shifts["chosen"])
     report = {
         "dataset": "warehouse",
         "protocol": {"cutoff_ts": ctx.cutoff_ts, "horizon_days": data.horizon_hours / 24,
@@ -107,6 +176,7 @@ def evaluate(paths: Paths, run_dir: Path) -> dict:
         "champion": {"version": champion, "metrics": champion_metrics},
         "background": state.get("background") or {"used": False},
         **({"switch_follow": switches} if switches else {}),
+        **({"shift_flags": shifts} if shifts else {}),
     }
     (run_dir / "report.json").write_text(json.dumps(report, indent=1))
     tracking.log_baseline_runs(paths, state["parent_run_id"], report)
@@ -125,6 +195,10 @@ def evaluate(paths: Paths, run_dir: Path) -> dict:
             tracking.log_metrics(_switch_metrics(switches))
             tracking.log_figure(plots.switch_follow(switches), "switch_follow.png")
             tracking.log_figure(plots.switch_follow(switches, discover=True), "switch_follow_discover.png")
+        if shifts:
+            tracking.log_metrics(_shift_metrics(shifts))
+            tracking.log_params({"shift_detector": shifts["chosen"]["detector"],
+                                 "shift_half_life_hours": shifts["chosen"]["half_life_hours"]})
     update_state(run_dir, evaluated=True)
     comps = conf["comparisons"]
     return {"ndcg@10": results[MODEL_NAME]["ndcg@10"],
@@ -135,4 +209,5 @@ def evaluate(paths: Paths, run_dir: Path) -> dict:
             "champion_ndcg@10": (champion_metrics or {}).get("ndcg@10"),
             "n_eval_users": len(ctx.users),
             "verdicts": {key: c["verdict"] for key, c in comps.items()},
-            **({"switch_follow_seconds": round(switches["seconds"], 1)} if switches else {})}
+            **({"switch_follow_seconds": round(switches["seconds"], 1)} if switches else {}),
+            **({"shift_detector": shifts["chosen"]} if shifts else {})}

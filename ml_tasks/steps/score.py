@@ -2,7 +2,10 @@
 
 The overall ranking (every category) goes to ``serving.user_interest_scores``, the discover ranking
 (only categories outside each user's history, the model's discover head) to
-``serving.user_discover_scores``; both top 20 per user, written in one transaction.
+``serving.user_discover_scores``; both top 20 per user, written in one transaction. Shift flags use the
+detector the evaluate step chose for the model against planted switches (synthetic data: the model's
+interest vectors or recency-decay category shares, with the threshold chosen on validation days); without
+one, a robust rule on the interest vectors (median + 5 scaled MADs of the day's distances, at least 0.8).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ml_tasks import tracking
 from ml_tasks.config import Paths
 from ml_tasks.data import serving_store
 from ml_tasks.errors import PipelineError
+from ml_tasks.evaluation import shift_flags
 from ml_tasks.model.predictor import popularity_table
 from ml_tasks.model.score import interest_embeddings, score
 from ml_tasks.serving import scoring
@@ -74,7 +78,7 @@ def score_users(paths: Paths, active_days: float | None = None, parent_run_id: s
     prev_limit = previous if previous is not None else score_cutoff - 24 * 3600
     now = emb[emb["cutoff_ts"] == score_cutoff]
     before = emb[emb["cutoff_ts"] <= prev_limit].sort_values("cutoff_ts").groupby("user_id").tail(1)
-    shifts = scoring.interest_shifts(now, before)
+    shifts = _shifts(fitted, data, now, before, score_cutoff, prev_limit)
     top1 = scores[scores["rank"] == 1].set_index("user_id")["category_id"]
     flagged = shifts[shifts["is_shift"]].copy()
     flagged["top_category_id"] = flagged["user_id"].map(top1)
@@ -86,10 +90,34 @@ def score_users(paths: Paths, active_days: float | None = None, parent_run_id: s
     with tracking.step_run(paths, parent_run_id, "score_users"):
         tracking.log_metrics({k: v for k, v in written.items()})
         tracking.log_params({"model_version": champion, "active_days": active_days})
+        tracking.log_params({"shift_detector": _detector(fitted)["detector"]})
         if len(shifts):
             tracking.log_metrics({"shift_threshold": float(shifts["threshold"].iloc[0]),
-                           "median_interest_distance": float(np.median(shifts["distance"]))})
+                                  "median_shift_distance": float(np.median(shifts["distance"]))})
     return result
+
+
+def _detector(fitted: Any) -> dict[str, Any]:
+    """The shift detector chosen for this model on validation days against planted switches (the evaluate
+    step, synthetic data); without one, the robust rule on the interest vectors."""
+    return fitted.info.get("shift_detector") or {"detector": "embedding_fixed_rule"}
+
+
+def _shifts(fitted: Any, data: Any, now: pd.DataFrame, before: pd.DataFrame, score_cutoff: int,
+            prev_limit: int) -> pd.DataFrame:
+    """``user_id, previous_cutoff_ts, distance, threshold, is_shift`` with the model's shift detector."""
+    chosen = _detector(fitted)
+    if chosen["detector"] == "embedding_fixed_rule":
+        return scoring.interest_shifts(now, before)
+    if chosen["detector"] == "embedding":
+        return scoring.interest_shifts(now, before, threshold=float(chosen["threshold"]))
+    dist = shift_flags.distance_between(data.events.assign(user_id=data.events["user_id"].astype(str)),
+                                        list(now["user_id"]), score_cutoff, prev_limit,
+                                        float(chosen["half_life_hours"]))
+    threshold = float(chosen["threshold"])
+    return pd.DataFrame({"user_id": dist.index.astype(str), "previous_cutoff_ts": np.int64(prev_limit),
+                         "distance": dist.to_numpy(), "threshold": threshold,
+                         "is_shift": dist.to_numpy() > threshold})
 
 
 def _write_last_run(paths: Paths, run_dir: Path, state: dict[str, Any], scoring: dict[str, Any]) -> None:

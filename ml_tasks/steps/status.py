@@ -90,6 +90,26 @@ def _switch_lines(report: dict) -> list[str]:
     return lines
 
 
+def _shift_lines(report: dict) -> list[str]:
+    sh = report.get("shift_flags")
+    if not sh:
+        return []
+    chosen = sh["chosen"]
+    how = (f"half-life {chosen['half_life_hours']:g} h, " if chosen.get("half_life_hours") else "")
+    lines = ["", f"interest-shift flags against the planted switches: {sh['validation_days']} daily scorings to "
+                 f"choose on, {sh['test_days']} to judge (a flag is right when the user switched since the "
+                 f"previous scoring or the one before; recall over switches a day old)",
+             f"  chosen on validation: {chosen['detector']} ({how}threshold {chosen['threshold']:.3f}); "
+             f"the scoring step flags with it",
+             f"{'detector (test days)':<26}{'precision':>10}{'recall':>8}{'F1':>7}{'flags':>7}{'switches':>10}"
+             f"{'delay h':>9}{'events':>8}"]
+    for name, m in sh["test"].items():
+        lines.append(f"{name:<26}{m['precision']:>10.2f}{m['recall']:>8.2f}{m['f1']:>7.2f}{m['n_flags']:>7}"
+                     f"{m['n_switches']:>10}{m.get('delay_hours_median', float('nan')):>9.1f}"
+                     f"{m.get('delay_events_median', float('nan')):>8g}")
+    return lines
+
+
 def summary(paths: Paths) -> str:
     """What ``make run`` prints at the end: data processed, metrics vs baselines, where to look."""
     pointer = paths.data_dir / "last_run.json"
@@ -114,6 +134,7 @@ def summary(paths: Paths) -> str:
         *_results_lines(report),
         *_comparison_lines(report),
         *_switch_lines(report),
+        *_shift_lines(report),
     ]
     reg = last.get("registered") or {}
     score = last.get("scoring") or {}

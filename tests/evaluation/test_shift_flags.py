@@ -5,7 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ml_tasks.evaluation.shift_flags import choose, flag_metrics, profile_distances
+from ml_tasks.evaluation.shift_flags import (
+    choose,
+    compare_detectors,
+    distance_between,
+    flag_metrics,
+    profile_distances,
+    rule_distances,
+)
 
 H = 3600
 DAY = 24 * H
@@ -51,3 +58,43 @@ def test_recency_profile_distance_sees_a_switch():
     d = profile_distances(events, C[:2], half_life_hours=12.0).set_index("user_id")["distance"]
     assert d["stay"] == pytest.approx(0.0, abs=1e-12)
     assert d["jump"] > 0.3  # 4 new events against 19 old ones, half-life 12 h
+
+
+def _replayed(n_days: int = 8):
+    """Users over ``n_days`` daily cutoffs: stable ones in category 1, switchers who move to category 2 at a
+    planted time (one per day), with a few events a day each."""
+    cutoffs = [10 * DAY + k * DAY for k in range(n_days + 1)]
+    rows, switch = [], {}
+    for u in range(20):
+        for h in range(0, n_days * 24 + 240, 6):
+            rows.append((f"s{u}", "view", 1 + (h // 6 + u) % 3 // 2, h * H))  # stays in categories 1-2
+    for d in range(1, n_days):
+        user, at = f"w{d}", cutoffs[d - 1] + 5 * H
+        switch[user] = at
+        for h in range(0, n_days * 24 + 240, 4):
+            rows.append((user, "view", 7 if h * H >= at else 1, h * H))
+    events = pd.DataFrame(rows, columns=["user_id", "event_type", "category_idx", "event_ts"])
+    return events.sort_values(["user_id", "event_ts"]), cutoffs, pd.Series(switch, dtype=float)
+
+
+def test_detectors_are_chosen_on_validation_days_and_judged_on_test_days():
+    events, cutoffs, switch = _replayed()
+    profiles = {hl: profile_distances(events, cutoffs, hl) for hl in (6.0, 48.0)}
+    # an uninformative "embedding": the same distance for everybody
+    noise = profiles[6.0].assign(distance=0.5)
+    out = compare_detectors(noise, profiles, switch, events, test_from_ts=cutoffs[-4])
+    assert out["chosen"]["detector"] == "recency_profile"  # the informative one wins on validation
+    assert out["validation_days"] == len(cutoffs) - 4 and out["test_days"] == 3
+    test = out["test"]["recency_profile"]
+    assert test["precision"] == 1.0 and test["recall"] == 1.0 and test["n_switches"] == 2
+    assert out["test"]["embedding"]["precision"] < 0.5  # everybody flagged or nobody: no signal
+    assert out["chosen"]["half_life_hours"] in (6.0, 48.0)
+    # the robust rule: a day where everybody is at the same distance flags nobody above max(median, 0.8)
+    assert (rule_distances(noise)["distance"] <= 0).all()
+
+
+def test_distance_between_two_scorings_for_the_scoring_step():
+    events, cutoffs, switch = _replayed()
+    users = ["s0", "w3", "w6"]
+    d = distance_between(events, users, now_ts=cutoffs[3], previous_ts=cutoffs[2], half_life_hours=6.0)
+    assert d["w3"] > 0.5 and d["s0"] < 0.2 and d["w6"] < 1e-9  # w6 switches later

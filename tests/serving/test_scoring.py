@@ -39,6 +39,10 @@ def test_interest_shift_flags_only_the_user_who_switched():
     shifts = scoring.interest_shifts(frame(now, 200), frame(before, 100))
     assert list(shifts.loc[shifts["is_shift"], "user_id"]) == ["u7"]
     assert (shifts["previous_cutoff_ts"] == 100).all()
+    # a threshold chosen on validation days replaces the robust rule
+    fixed = scoring.interest_shifts(frame(now, 200), frame(before, 100), threshold=0.0005)
+    assert (fixed["threshold"] == 0.0005).all()
+    assert fixed["is_shift"].sum() > 1 and fixed["is_shift"].tolist() == (fixed["distance"] > 0.0005).tolist()
 
 
 def _scoring_frames(n_users: int):

@@ -4,6 +4,7 @@ LSTM/PCA/predictor -> MLflow registry -> scores in the warehouse, then one perio
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -70,6 +71,16 @@ def test_dags_run_the_whole_pipeline(airflow_db, pipeline_paths, monkeypatch):
     assert scored[0][0] > 0 and scored[0][1] >= scored[0][0]
     trajectory_users = _query(paths.warehouse, "select count(distinct user_id) from serving.user_interest_trajectory")
     assert trajectory_users[0][0] == scored[0][0]
+    # the shift flags judged against the planted switches; the scoring step flags with the chosen detector
+    last = json.loads((paths.data_dir / "last_run.json").read_text())
+    report = json.loads((Path(last["run_dir"]) / "report.json").read_text())
+    flags = report["shift_flags"]
+    assert set(flags["test"]) == {"embedding", "recency_profile", "embedding_fixed_rule"}
+    assert flags["validation_days"] >= 2 and flags["test_days"] == 3
+    chosen = flags["chosen"]
+    assert chosen == json.loads((Path(last["run_dir"]) / "model" / "model.json").read_text())["info"]["shift_detector"]
+    thresholds = _query(paths.warehouse, "select distinct threshold from serving.user_interest_shifts")
+    assert all(abs(t - chosen["threshold"]) < 1e-9 for (t,) in thresholds)
 
     # the daily update on the same data: nothing new since the champion, so no version and it says so
     _run(bag.get_dag("update_interest_model"), epochs=1, promotion_margin=0.0)
