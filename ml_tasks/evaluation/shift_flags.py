@@ -77,9 +77,10 @@ def recency_profiles(events: pd.DataFrame, cutoff_ts: int, half_life_hours: floa
 
 def _active(events: pd.DataFrame, cutoff_ts: int, previous_ts: int, active_days: float) -> pd.Index:
     """Users with an event in the ``active_days`` before ``cutoff_ts`` and one before ``previous_ts``."""
-    recent = events[(events["event_ts"] < cutoff_ts) & (events["event_ts"] >= cutoff_ts - active_days * 86_400)]
-    before = events[events["event_ts"] < previous_ts]
-    return pd.Index(sorted(set(recent["user_id"]) & set(before["user_id"])))
+    ts = events["event_ts"].to_numpy()
+    users = events["user_id"].to_numpy()
+    recent = users[(ts < cutoff_ts) & (ts >= cutoff_ts - active_days * 86_400)]
+    return pd.Index(np.intersect1d(pd.unique(recent), pd.unique(users[ts < previous_ts])))
 
 
 def profile_distances(events: pd.DataFrame, cutoffs: Sequence[int], half_life_hours: float,

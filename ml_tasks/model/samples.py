@@ -63,6 +63,36 @@ def sequence_rows(users: Iterable[tuple[str, pd.DataFrame]], cutoffs: pd.Series,
     return rows
 
 
+def score_rows_at(events: pd.DataFrame, cutoffs: Iterable[int], sequence_length: int) -> pd.DataFrame:
+    """:func:`sequence_rows` without labels (``split = "score"``) for every user at each of ``cutoffs``, as
+    one frame: the same rows, built from arrays (many users at many cutoffs, e.g. replayed daily scorings).
+
+    ``events``: ``user_id, category_idx, event_type, event_ts``."""
+    ev = events.sort_values(["user_id", "event_ts"], kind="stable")
+    uid = ev["user_id"].astype(str).to_numpy()
+    cat = ev["category_idx"].to_numpy(dtype=np.int64)
+    etype = ev["event_type"].map(EVENT_TYPE_INDEX).to_numpy(dtype=np.int64)
+    ts = ev["event_ts"].to_numpy(dtype=np.int64)
+    if not len(uid):
+        return pd.DataFrame(columns=["user_id", "cutoff_ts", "split", "n_history_events", "seq_category_idx",
+                                     "seq_event_type_idx", "seq_gap_hours", "label_category_idx",
+                                     "label_event_counts"])
+    starts = np.flatnonzero(np.r_[True, uid[1:] != uid[:-1]])
+    rows = []
+    for cutoff in cutoffs:
+        cutoff = int(cutoff)
+        n_before = np.add.reduceat((ts < cutoff).astype(np.int64), starts)
+        for start, n in zip(starts[n_before > 0].tolist(), n_before[n_before > 0].tolist(), strict=True):
+            lo, hi = start + max(0, n - sequence_length), start + n
+            rows.append({
+                "user_id": uid[start], "cutoff_ts": cutoff, "split": "score", "n_history_events": n,
+                "seq_category_idx": cat[lo:hi].tolist(), "seq_event_type_idx": etype[lo:hi].tolist(),
+                "seq_gap_hours": ((cutoff - ts[lo:hi]) / 3600.0).tolist(),
+                "label_category_idx": [], "label_event_counts": [],
+            })
+    return pd.DataFrame(rows)
+
+
 def pair_features_at(events: pd.DataFrame, cutoffs: pd.Series, horizon_hours: float) -> pd.DataFrame:
     """``ml_pair_features``-shaped rows: per (user, category touched before the cutoff)."""
     ev = events.copy()

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ml_tasks import tracking
@@ -24,7 +25,7 @@ from ml_tasks.evaluation.compare import CI_METRICS, comparison_fields, confidenc
 from ml_tasks.evaluation.metrics import mean_metrics
 from ml_tasks.evaluation.switch_follow import switch_follow, truth_mismatch
 from ml_tasks.model.persist import FittedInterestModel
-from ml_tasks.model.samples import sequence_rows
+from ml_tasks.model.samples import score_rows_at
 from ml_tasks.model.score import interest_embeddings
 from ml_tasks.steps import background as background_step
 from ml_tasks.steps.state import load_data, model_config, read_state, update_state
@@ -82,16 +83,18 @@ def shift_flag_replay(paths: Paths, model: FittedInterestModel, data: Any) -> di
     if len(cutoffs) < SHIFT_TEST_DAYS + 3:
         log.info("shift flags not judged: %d daily cutoffs in the data", len(cutoffs))
         return None
-    events = data.events[["user_id", "category_idx", "event_type", "event_ts"]].assign(
-        user_id=data.events["user_id"].astype(str)).sort_values(["user_id", "event_ts"], kind="stable")
-    by_user = list(events.groupby("user_id", sort=True))
-    users = [u for u, _ in by_user]
-    rows = [r for c in cutoffs for r in sequence_rows(by_user, pd.Series(c, index=users), model.sequence_length)]
-    vectors = interest_embeddings(model, pd.DataFrame(rows))
+    # users as integer codes from here on (pandas' map/isin on string ids dominated the replay's time)
+    codes, names = pd.factorize(data.events["user_id"].astype(str).to_numpy(dtype=object))
+    events = data.events[["category_idx", "event_type", "event_ts"]].assign(user_id=codes).sort_values(
+        ["user_id", "event_ts"], kind="stable")
+    vectors = interest_embeddings(model, score_rows_at(events, cutoffs, model.sequence_length))
+    vectors["user_id"] = vectors["user_id"].astype(np.int64)
     embedding = shift_flags.vector_distances(vectors, cutoffs, events)
     profiles = {hl: shift_flags.profile_distances(events, cutoffs, hl) for hl in shift_flags.PROFILE_HALF_LIVES}
-    sw = truth[truth["profile"] == "switch"].assign(user_id=lambda t: t["user_id"].astype(str))
-    switch_ts = sw.groupby("user_id")["switch_ts"].first().astype(float)
+    sw = truth[truth["profile"] == "switch"]
+    switch_ts = sw.groupby(sw["user_id"].astype(str).to_numpy(dtype=object))["switch_ts"].first().astype(float)
+    switch_ts.index = pd.Index(names).get_indexer(switch_ts.index)
+    switch_ts = switch_ts[switch_ts.index >= 0]  # switch users without events: nothing to flag
     result = shift_flags.compare_detectors(embedding, profiles, switch_ts, events,
                                            test_from_ts=cutoffs[-SHIFT_TEST_DAYS - 1])
     result["seconds"] = time.perf_counter() - started
