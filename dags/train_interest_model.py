@@ -42,7 +42,7 @@ MODEL_PARAMS = {
                                  description="(user, cutoff) sequences per epoch (a random subsample above it)."),
     "promotion_margin": Param(0.0, type="number", minimum=0, maximum=1,
                               description="Relative NDCG@10 gain over the champion needed to promote."),
-    "background_events": Param("", type="string",
+    "background_events": Param(None, type=["null", "string"],
                                description="Other users' events (a file the workers can read), e.g. "
                                            "data/samples/taobao_userbehavior/UserBehavior_other_users.csv.gz: "
                                            "cut at the test cutoff, they train the LSTM's next-event objective "
