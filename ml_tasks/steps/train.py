@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, replace
@@ -61,7 +60,7 @@ def start_training(paths: Paths, run_dir: Path, kind: str = "full_retrain",
     with tracking.step_run(paths, parent, "start_training"):
         for name, frame in (("ml_sequences", data.sequences), ("ml_pair_features", data.pair_features),
                             ("events", data.events)):
-            tracking.log_dataset(_lineage_view(frame), name=name,
+            tracking.log_dataset(frame, name=name,
                                  source=str(paths.export_dir / f"{name}.parquet"))
         tracking.log_metrics({"rows.events": len(data.events), "rows.ml_sequences": len(data.sequences),
                               "rows.ml_pair_features": len(data.pair_features),
@@ -71,17 +70,6 @@ def start_training(paths: Paths, run_dir: Path, kind: str = "full_retrain",
                            "champion_at_start": champion, "protocol": data.protocol, "background": bg_info})
     return {"parent_run_id": parent, "run_dir": str(run_dir), "kind": kind,
             "champion_at_start": champion, "n_events": int(len(data.events))}
-
-
-def _lineage_view(frame):
-    """MLflow digests a frame's content; array columns are digested as JSON text."""
-    out = frame.copy()
-    for col in out.columns:
-        first = out[col].dropna().iloc[0] if out[col].notna().any() else None
-        if first is not None and not isinstance(first, str) and hasattr(first, "__len__"):
-            out[col] = out[col].map(lambda v: None if v is None else json.dumps([x.item() if hasattr(x, "item")
-                                                                                 else x for x in v]))
-    return out
 
 
 def fit_model(paths: Paths, run_dir: Path) -> dict:
