@@ -45,6 +45,12 @@ def test_a_landing_file_flows_by_assets_to_fresh_scores(stack, switched_on, firs
     build_tis = api.task_instances(BUILD, build["dag_run_id"])
     hosts = {ti["hostname"] for ti in [*tis.values(), *build_tis.values()] if ti["hostname"]}
     assert hosts == set(WORKERS), hosts  # both workers ran tasks of the chain, nothing else did
+    ingest_tis = api.task_instances(INGEST, ingest["dag_run_id"])
+    stack.notes["chain_hostnames"] = {f"{dag}.{task}": ti["hostname"] for dag, group in
+                                      ((INGEST, ingest_tis), (BUILD, build_tis), (UPDATE, tis))
+                                      for task, ti in group.items() if ti["hostname"]}
+    stack.timings.update({f"{dag}_s": round(when(run["end_date"]) - when(run["start_date"]), 1)
+                          for dag, run in ((INGEST, ingest), (BUILD, build), (UPDATE, update))})
     champion = stack.alias("champion")
     fresh = stack.query("select model_version, n_scores from serving.scoring_runs")
     assert [row[0] for row in fresh] == [champion] and fresh[0][1] > 0
@@ -81,6 +87,11 @@ def test_worker_killed_during_training_is_retried(stack, first_runs):
         last = json.loads((paths.data_dir / "last_run.json").read_text())
     assert after["scoring_runs"]["rows"] == 1  # both runs scored the one champion at the same data time
     assert after["user_interest_scores"]["rows"] == last["scoring"]["n_scores"]
+    stack.notes["kill_and_retry"] = {"killed": killed, "retried_on": tries[1]["hostname"],
+                                     "rows_before": {t: c["rows"] for t, c in before.items()},
+                                     "rows_after": {t: c["rows"] for t, c in after.items()},
+                                     "train_hostnames": {task: ti["hostname"] for task, ti in
+                                                         api.task_instances(TRAIN, train_id).items()}}
     print(f"\n[stack] kill -9 {killed} during fit_model: retried on {tries[1]['hostname']}; serving rows "
           f"before {({t: c['rows'] for t, c in before.items()})}, after {({t: c['rows'] for t, c in after.items()})}")
 
