@@ -32,7 +32,8 @@ reported on the test days.
     vector_distances(vectors, cutoffs, events, active_days=7.0) -> DataFrame
     flag_metrics(distances, switch_ts, events, threshold, interval_hours=24.0) -> dict
     choose(distances, switch_ts, events, thresholds=None) -> (threshold, metrics)
-    rule_distances(distances) -> DataFrame            # the robust fallback rule, as distances over 0
+    robust_threshold(distances, k=5.0, min_distance=0.8) -> float  # the fallback rule's threshold
+    rule_distances(distances) -> DataFrame            # that rule per day, as distances over 0
     compare_detectors(embedding, profiles, switch_ts, events, test_from_ts) -> dict
     distance_between(events, users, now_ts, previous_ts, half_life_hours) -> Series  # for scoring
 
@@ -75,6 +76,13 @@ def recency_profiles(events: pd.DataFrame, cutoff_ts: int, half_life_hours: floa
     return prof.drop(columns="w")
 
 
+def _profile_distance(now: pd.DataFrame, before: pd.DataFrame, users: Any) -> pd.Series:
+    """Cosine distance per user in ``users`` of two :func:`recency_profiles` frames."""
+    merged = now.merge(before, on=["user_id", "category_idx"], how="outer", suffixes=("_now", "_prev"))
+    merged = merged.fillna({"share_now": 0.0, "share_prev": 0.0})
+    return _cosine_distance(merged[merged["user_id"].isin(users)], "share_now", "share_prev")
+
+
 def _active(events: pd.DataFrame, cutoff_ts: int, previous_ts: int, active_days: float) -> pd.Index:
     """Users with an event in the ``active_days`` before ``cutoff_ts`` and one before ``previous_ts``."""
     ts = events["event_ts"].to_numpy()
@@ -91,10 +99,7 @@ def profile_distances(events: pd.DataFrame, cutoffs: Sequence[int], half_life_ho
     for k in range(1, len(cutoffs)):
         prev, now = int(cutoffs[k - 1]), int(cutoffs[k])
         users = _active(events, now, prev, active_days)
-        merged = profiles[now].merge(profiles[prev], on=["user_id", "category_idx"], how="outer",
-                                     suffixes=("_now", "_prev")).fillna({"share_now": 0.0, "share_prev": 0.0})
-        merged = merged[merged["user_id"].isin(users)]
-        dist = _cosine_distance(merged, "share_now", "share_prev")
+        dist = _profile_distance(profiles[now], profiles[prev], users)
         parts.append(pd.DataFrame({"day": k, "cutoff_ts": now, "previous_cutoff_ts": prev,
                                    "user_id": dist.index, "distance": dist.to_numpy()}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=DISTANCE_COLUMNS)
@@ -182,17 +187,19 @@ def choose(distances: pd.DataFrame, switch_ts: pd.Series, events: pd.DataFrame,
 PROFILE_HALF_LIVES: tuple[float, ...] = (6.0, 12.0, 24.0, 48.0, 72.0)
 
 
+def robust_threshold(distances: np.ndarray, k: float = 5.0, min_distance: float = 0.8) -> float:
+    """Median + ``k`` scaled MADs of one scoring's distances, at least ``min_distance`` (scoring's fallback)."""
+    median = float(np.median(distances))
+    return max(median + k * float(np.median(np.abs(distances - median))) * 1.4826, min_distance)
+
+
 def rule_distances(distances: pd.DataFrame, k: float = 5.0, min_distance: float = 0.8) -> pd.DataFrame:
     """``distances`` shifted by each day's threshold of the robust rule that scoring falls back on
     (median + ``k`` scaled MADs of the day's distances, at least ``min_distance``): ``distance > 0`` is
     that rule's flag, so :func:`flag_metrics` with threshold 0 judges it."""
-    def shift(day: pd.DataFrame) -> pd.DataFrame:
-        d = day["distance"].to_numpy(dtype=float)
-        median = float(np.median(d))
-        threshold = max(median + k * float(np.median(np.abs(d - median))) * 1.4826, min_distance)
-        return day.assign(distance=d - threshold)
-
-    parts = [shift(day) for _, day in distances.groupby("cutoff_ts", sort=True)]
+    parts = [day.assign(distance=day["distance"] - robust_threshold(day["distance"].to_numpy(dtype=float),
+                                                                     k, min_distance))
+             for _, day in distances.groupby("cutoff_ts", sort=True)]
     return pd.concat(parts, ignore_index=True) if parts else distances
 
 
@@ -234,9 +241,5 @@ def distance_between(events: pd.DataFrame, users: Sequence[str], now_ts: int, pr
     """Cosine distance of each user's recency profile at ``previous_ts`` and at ``now_ts`` (scoring with the
     ``recency_profile`` detector); users without events before ``previous_ts`` are left out."""
     ev = events[events["user_id"].isin(set(users))]
-    now = recency_profiles(ev, now_ts, half_life_hours)
     before = recency_profiles(ev, previous_ts, half_life_hours)
-    merged = now.merge(before, on=["user_id", "category_idx"], how="outer", suffixes=("_now", "_prev"))
-    merged = merged.fillna({"share_now": 0.0, "share_prev": 0.0})
-    merged = merged[merged["user_id"].isin(set(before["user_id"]))]
-    return _cosine_distance(merged, "share_now", "share_prev")
+    return _profile_distance(recency_profiles(ev, now_ts, half_life_hours), before, set(before["user_id"]))

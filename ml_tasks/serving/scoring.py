@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ml_tasks.evaluation.shift_flags import robust_threshold
+
 
 def active_users(score_rows: pd.DataFrame, active_days: float) -> pd.DataFrame:
     """Rows of ``ml_sequences`` (split ``score``) whose user's last event is within ``active_days``."""
@@ -39,9 +41,7 @@ def interest_shifts(now: pd.DataFrame, before: pd.DataFrame, k: float = 5.0,
     cosine = np.where(denom > 0, (a * b).sum(axis=1) / np.maximum(denom, 1e-12), 1.0)
     distance = 1.0 - cosine
     if threshold is None:
-        median = float(np.median(distance))
-        mad = float(np.median(np.abs(distance - median))) * 1.4826
-        threshold = max(median + k * mad, min_distance)
+        threshold = robust_threshold(distance, k, min_distance)
     return pd.DataFrame({
         "user_id": merged["user_id"].to_numpy(),
         "previous_cutoff_ts": merged["cutoff_ts_prev"].to_numpy(dtype=np.int64),

@@ -44,19 +44,16 @@ def truth_path(paths: Paths) -> Path:
     return paths.data_dir / "synthetic" / TRUTH_FILE
 
 
-def planted_switches(paths: Paths, model: Any, data: Any, half_life_hours: float) -> dict[str, Any] | None:
-    """:func:`ml_tasks.evaluation.switch_follow.switch_follow` when the data has a synthetic truth file
-    that describes it; ``None`` (and a log line) otherwise."""
-    truth = _truth(paths, data)
-    if truth is None:
-        return None
+def planted_switches(truth: pd.DataFrame, model: Any, data: Any, half_life_hours: float) -> dict[str, Any]:
+    """:func:`ml_tasks.evaluation.switch_follow.switch_follow` on the synthetic truth (:func:`planted_truth`)."""
     started = time.perf_counter()
     result = switch_follow(model, data, truth, max_events=SWITCH_FOLLOW_EVENTS, half_life_hours=half_life_hours)
     result["seconds"] = time.perf_counter() - started
     return result
 
 
-def _truth(paths: Paths, data: Any) -> pd.DataFrame | None:
+def planted_truth(paths: Paths, data: Any) -> pd.DataFrame | None:
+    """The synthetic data's truth file when it describes ``data``; ``None`` (and a log line) otherwise."""
     path = truth_path(paths)
     if not path.exists():
         return None
@@ -68,14 +65,11 @@ def _truth(paths: Paths, data: Any) -> pd.DataFrame | None:
     return truth
 
 
-def shift_flag_replay(paths: Paths, model: FittedInterestModel, data: Any) -> dict[str, Any] | None:
+def shift_flag_replay(truth: pd.DataFrame, model: FittedInterestModel, data: Any) -> dict[str, Any] | None:
     """The interest-shift flags judged against the planted switches (:mod:`ml_tasks.evaluation.shift_flags`):
     daily scorings at ``score_cutoff - k days`` replayed with this model (its interest vectors) and with
     the recency-profile detector; thresholds, half-life and detector chosen on the earlier days, judged on
-    the last ``SHIFT_TEST_DAYS``. ``None`` without a synthetic truth file that describes the data."""
-    truth = _truth(paths, data)
-    if truth is None:
-        return None
+    the last ``SHIFT_TEST_DAYS``; ``truth``: :func:`planted_truth`. ``None`` with too few days of data."""
     started = time.perf_counter()
     score_ts = int(data.protocol["score_cutoff_ts"])
     first_ts = int(data.events["event_ts"].min())
@@ -164,8 +158,9 @@ def evaluate(paths: Paths, run_dir: Path) -> dict:
         champion_metrics = mean_metrics(per_user[CHAMPION])
     results: dict[str, dict[str, Any]] = {n: mean_metrics(t) for n, t in per_user.items() if n != CHAMPION}
     conf = confidence(results, per_user, BASELINE_NAMES, extra=(CHAMPION,) if champion is not None else ())
-    switches = planted_switches(paths, candidate, data, half_life)
-    shifts = shift_flag_replay(paths, candidate, data)
+    truth = planted_truth(paths, data)
+    switches = None if truth is None else planted_switches(truth, candidate, data, half_life)
+    shifts = None if truth is None else shift_flag_replay(truth, candidate, data)
     if shifts is not None:
         _record_shift_detector(run_dir, shifts["chosen"])
     report = {

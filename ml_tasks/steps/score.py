@@ -89,8 +89,8 @@ def score_users(paths: Paths, active_days: float | None = None, parent_run_id: s
 
     with tracking.step_run(paths, parent_run_id, "score_users"):
         tracking.log_metrics({k: v for k, v in written.items()})
-        tracking.log_params({"model_version": champion, "active_days": active_days})
-        tracking.log_params({"shift_detector": _detector(fitted)["detector"]})
+        tracking.log_params({"model_version": champion, "active_days": active_days,
+                             "shift_detector": _detector(fitted)["detector"]})
         if len(shifts):
             tracking.log_metrics({"shift_threshold": float(shifts["threshold"].iloc[0]),
                                   "median_shift_distance": float(np.median(shifts["distance"]))})
