@@ -242,3 +242,53 @@ def test_score_rows_at_many_cutoffs_are_sequence_rows():
     pd.testing.assert_frame_equal(fast.sort_values(key).reset_index(drop=True)[ref.columns],
                                   ref.sort_values(key).reset_index(drop=True), check_dtype=False)
     assert len(fast) == len(ref) > 8
+
+
+def test_compiled_readout_matches_keras_and_forgets_retrained_weights(data, model, monkeypatch):
+    from ml_tasks.model import lstm
+
+    rows = data.sequences[data.sequences["split"] != "score"].head(1500)  # more than one batch: the last padded
+    arrays = encode_sequences(rows, model.vocab, model.sequence_length, with_labels=False)
+    keras_out = lstm._readout_model(model.keras_model).predict(arrays.inputs(), batch_size=256, verbose=0)
+    lstm.forget_readouts(model.keras_model)
+    first = lstm.readout(model.keras_model, arrays)
+    np.testing.assert_allclose(first["state"], keras_out["state"], atol=1e-4)
+    np.testing.assert_allclose(first["window"], lstm._log_softmax(keras_out["window"]), atol=1e-4)
+    np.testing.assert_allclose(first["next"], lstm._log_softmax(keras_out["next"]), atol=1e-4)
+    # asked again: the kept result, a copy the caller may change
+    first["state"][:] = 0.0
+    again = lstm.readout(model.keras_model, arrays)
+    np.testing.assert_allclose(again["state"], keras_out["state"], atol=1e-4)
+    # the same object with other weights is another model: a fresh forward pass
+    clone = lstm.build_model(model.vocab.n_outputs, model.config, model.sequence_length)
+    clone.set_weights(model.keras_model.get_weights())
+    before = lstm.readout(clone, arrays)["state"]
+    layer = clone.get_layer("interest_lstm")
+    layer.set_weights([w * 0.5 for w in layer.get_weights()])
+    assert not np.allclose(lstm.readout(clone, arrays)["state"], before)
+    # without XLA (IEP_XLA_INFERENCE=0, or where it cannot compile) the results are the same
+    monkeypatch.setenv("IEP_XLA_INFERENCE", "0")
+    lstm.forget_readouts(model.keras_model)
+    plain = lstm.readout(model.keras_model, arrays)
+    np.testing.assert_allclose(plain["state"], keras_out["state"], atol=1e-4)
+
+
+def test_readout_falls_back_when_xla_cannot_compile(data, model, monkeypatch, caplog):
+    from ml_tasks.model import lstm
+
+    real = lstm._run_batches
+
+    def no_xla(keras_model, inputs, xla):
+        if xla:
+            raise RuntimeError("XLA is not available on this platform")
+        return real(keras_model, inputs, xla)
+
+    monkeypatch.setattr(lstm, "_run_batches", no_xla)
+    rows = data.sequences[data.sequences["split"] == "score"].head(40)
+    arrays = encode_sequences(rows, model.vocab, model.sequence_length, with_labels=False)
+    lstm.forget_readouts(model.keras_model)
+    out = lstm.readout(model.keras_model, arrays)
+    assert out["state"].shape[0] == 40 and np.isfinite(out["window"]).all()
+    assert "running it uncompiled" in caplog.text
+    monkeypatch.setattr(lstm, "_run_batches", real)
+    lstm._NO_XLA.discard(model.keras_model)
