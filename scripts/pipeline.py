@@ -1,9 +1,13 @@
 """Run the pipeline through the real Airflow DAGs with ``airflow dags test`` (``make run``, ``make update``).
 
-Sets up a repo-local Airflow (SQLite metadata DB under ``.airflow/``, the one-slot warehouse pool),
-writes the synthetic data set (or copies a real sample, ``--data taobao``) to the landing folder when
-it is empty, then runs the DAGs one after another in this process group and ends with the pipeline
-summary.
+Writes the synthetic data set (or copies a real sample, ``--data taobao``) to the landing folder when it
+is empty, sets up a repo-local Airflow (SQLite metadata DB under ``.airflow/``, the one-slot pools) while
+dbt writes its manifest, then runs the DAGs one after another and ends with the pipeline summary.
+
+Setup and DAGs go through Airflow's own CLI functions (``db migrate``, ``pools import``, ``dags test``),
+all in one Python process (``scripts/dags_test.py``): Airflow's imports and its in-process Execution API
+are set up once instead of once per command. Each DAG run is recorded in the metadata DB as with
+``airflow dags test``; Airflow's output goes to ``$AIRFLOW_HOME/dags_test_logs/dags_test.log``.
 
     python scripts/pipeline.py                       # ingest_events -> build_warehouse -> train_interest_model
     python scripts/pipeline.py --dags update_interest_model
@@ -47,38 +51,48 @@ def airflow_env() -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], env: dict[str, str], quiet: bool = False, log: Path | None = None) -> None:
+def run(cmd: list[str], env: dict[str, str]) -> None:
     start = time.monotonic()
     print(f"$ {' '.join(cmd)}", flush=True)
-    if log is not None:
-        with log.open("a") as handle:
-            proc = subprocess.run(cmd, env=env, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
-    else:
-        proc = subprocess.run(cmd, env=env, cwd=REPO,
-                              stdout=subprocess.DEVNULL if quiet else None)
-    if proc.returncode != 0:
-        where = f" (log: {log})" if log else ""
-        if log is not None:
-            print(log.read_text()[-6000:], file=sys.stderr)
-        sys.exit(f"failed after {time.monotonic() - start:.0f}s: {' '.join(cmd)}{where}")
+    if subprocess.run(cmd, env=env, cwd=REPO).returncode != 0:
+        fail(cmd, start, None)
     print(f"  done in {time.monotonic() - start:.0f}s", flush=True)
 
 
-def setup_airflow(env: dict[str, str]) -> None:
-    """Migrate the metadata DB and create the pools the DAGs use (idempotent)."""
+def fail(cmd: list[str], start: float, log: Path | None) -> None:
+    where = f" (log: {log})" if log else ""
+    if log is not None:
+        print(log.read_text()[-6000:], file=sys.stderr)
+    sys.exit(f"failed after {time.monotonic() - start:.0f}s: {' '.join(cmd)}{where}")
+
+
+def pools_file(env: dict[str, str]) -> Path:
+    """The pools the DAGs use, as ``airflow pools import`` reads them."""
     home = Path(env["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    log = home / "setup.log"
-    run([str(BIN / "airflow"), "db", "migrate"], env, log=log)
-    for name, (slots, description) in POOLS.items():
-        run([str(BIN / "airflow"), "pools", "set", name, str(slots), description], env, log=log)
+    pools = home / "pools.json"
+    pools.write_text(json.dumps({name: {"slots": slots, "description": description, "include_deferred": False}
+                                 for name, (slots, description) in POOLS.items()}, indent=1))
+    return pools
 
 
-def dbt_parse(env: dict[str, str]) -> None:
-    """Write dbt's manifest so Cosmos renders the DAG from it instead of calling dbt at every parse."""
-    project = REPO / "dbt_project"
-    run([str(BIN / "dbt"), "parse", "--quiet", "--project-dir", str(project), "--profiles-dir", str(project)],
-        env, quiet=True)
+def run_dags(dag_ids: list[str], conf: dict[str, dict], env: dict[str, str], log: Path) -> None:
+    """Airflow's setup (migrate, pools; dbt parse alongside), then ``airflow dags test`` of each DAG in
+    turn, all in one process (``scripts/dags_test.py``); its progress lines come back on a pipe."""
+    read_fd, write_fd = os.pipe()
+    cmd = [sys.executable, str(REPO / "scripts" / "dags_test.py"), "--setup", str(pools_file(env)),
+           "--dbt-parse", str(REPO / "dbt_project"), "--conf", json.dumps(conf), *dag_ids]
+    start = time.monotonic()
+    with log.open("w") as handle:
+        proc = subprocess.Popen(cmd, env={**env, "IEP_PROGRESS_FD": str(write_fd)}, cwd=REPO, stdout=handle,
+                                stderr=subprocess.STDOUT, pass_fds=(write_fd,))
+        os.close(write_fd)
+        with os.fdopen(read_fd) as progress:
+            for line in progress:
+                print(line.rstrip("\n"), flush=True)
+        proc.wait()
+    if proc.returncode != 0:
+        fail(cmd, start, log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +106,6 @@ def main(argv: list[str] | None = None) -> int:
 
     env = airflow_env()
     started = time.monotonic()
-    setup_airflow(env)
-    dbt_parse(env)
     landing = Path(env.get("IEP_LANDING_DIR") or Path(env["IEP_DATA_DIR"]) / "landing")
     conf = {}
     if args.data in SAMPLES:
@@ -106,11 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         run([sys.executable, "-m", "ml_tasks", "generate"], env)
     logs = Path(env["AIRFLOW_HOME"]) / "dags_test_logs"
     logs.mkdir(parents=True, exist_ok=True)
-    for dag_id in args.dags:
-        log = logs / f"{dag_id}.log"
-        log.write_text("")
-        extra = ["--conf", json.dumps(conf[dag_id])] if dag_id in conf else []
-        run([str(BIN / "airflow"), "dags", "test", dag_id, *extra], env, log=log)
+    run_dags(args.dags, conf, env, logs / "dags_test.log")
     print(f"\npipeline finished in {time.monotonic() - started:.0f}s (Airflow logs: {logs})\n")
     subprocess.run([sys.executable, "-m", "ml_tasks", "summary"], env=env, cwd=REPO, check=True)
     return 0
