@@ -167,6 +167,32 @@ def flag_metrics(distances: pd.DataFrame, switch_ts: pd.Series, events: pd.DataF
     return out
 
 
+def _f1_by_threshold(distances: pd.DataFrame, switch_ts: pd.Series, thresholds: np.ndarray,
+                     interval_hours: float = 24.0) -> np.ndarray:
+    """:func:`flag_metrics`' F1 at every threshold at once, from the same counts: flags, correct flags and
+    judged switches found are counts of distances above the threshold (sorted once, searched per threshold)."""
+    interval = interval_hours * 3600.0
+    sw = switch_ts.dropna().astype(float)
+    dist = distances["distance"].to_numpy(dtype=float)
+    age = (distances["cutoff_ts"] - distances["user_id"].map(sw)).to_numpy(dtype=float)
+    correct = (age > 0) & (age <= 2 * interval)
+    cutoffs = distances["cutoff_ts"].to_numpy(dtype=float)
+    judged = sw[(sw >= float(distances["previous_cutoff_ts"].min())) & (sw + interval <= cutoffs.max())]
+    judged = judged[judged.index.isin(distances["user_id"].unique())]
+    # a judged switch is found at threshold t when one of its user's correct flags has a distance above t
+    hit = correct & distances["user_id"].isin(judged.index).to_numpy()
+    best_hit = np.sort(distances.loc[hit, "distance"].groupby(distances.loc[hit, "user_id"]).max().to_numpy(float))
+
+    def above(sorted_values: np.ndarray) -> np.ndarray:
+        return len(sorted_values) - np.searchsorted(sorted_values, thresholds, side="right")
+
+    n_flags, n_correct, n_found = above(np.sort(dist)), above(np.sort(dist[correct])), above(best_hit)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(n_flags > 0, n_correct / np.maximum(n_flags, 1), 0.0)
+        recall = n_found / len(judged) if len(judged) else np.zeros(len(thresholds))
+        return np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+
+
 def choose(distances: pd.DataFrame, switch_ts: pd.Series, events: pd.DataFrame,
            thresholds: Sequence[float] | None = None) -> tuple[float, dict[str, Any]]:
     """The threshold with the best F1 on ``distances`` (validation days); by default a grid over the
@@ -174,13 +200,13 @@ def choose(distances: pd.DataFrame, switch_ts: pd.Series, events: pd.DataFrame,
     if thresholds is None:
         values = distances["distance"].to_numpy(dtype=float)
         thresholds = np.unique(np.quantile(values, np.linspace(0.0, 0.998, 100))) if len(values) else [1.0]
-    best: tuple[float, dict[str, Any]] | None = None
-    for t in thresholds:
-        m = flag_metrics(distances, switch_ts, events, float(t))
-        if best is None or m["f1"] >= best[1]["f1"]:
-            best = (float(t), m)
-    assert best is not None
-    return best
+    grid = np.asarray(thresholds, dtype=float)
+    if not len(distances) or not distances["cutoff_ts"].nunique():
+        t = float(grid[-1])
+    else:
+        f1 = _f1_by_threshold(distances, switch_ts, grid)
+        t = float(grid[len(f1) - 1 - int(np.argmax(f1[::-1]))])  # the last of the best: ties to the higher
+    return t, flag_metrics(distances, switch_ts, events, t)
 
 
 #: the recency profile's half-lives tried on the validation days (hours)

@@ -49,6 +49,24 @@ def test_precision_recall_and_delay_by_hand():
     assert threshold < 0.2 and best["f1"] == pytest.approx(2 * 0.6 * (2 / 3) / (0.6 + 2 / 3))
 
 
+def test_choose_agrees_with_flag_metrics_at_every_threshold():
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    users = [f"u{i}" for i in range(60)]
+    switch = pd.Series({u: C[0] + float(rng.integers(-DAY, 3 * DAY)) for u in users[:25]})
+    rows = [(k, C[k], C[k - 1], u, round(float(rng.random()), 2)) for k in (1, 2, 3) for u in users]
+    d = _distances(rows)  # rounded distances: many ties between thresholds
+    events = pd.DataFrame({"user_id": users * 3, "event_ts": [C[0] + k * H for k in range(180)]})
+    grid = np.unique(d["distance"])
+    by_loop = [flag_metrics(d, switch, events, float(t))["f1"] for t in grid]
+    best = max(by_loop)
+    expected = float(grid[max(i for i, f in enumerate(by_loop) if f == best)])  # ties: the higher threshold
+    threshold, metrics = choose(d, switch, events, thresholds=grid)
+    assert threshold == expected and metrics["f1"] == best
+    assert metrics == flag_metrics(d, switch, events, expected)
+
+
 def test_recency_profile_distance_sees_a_switch():
     rows = [("stay", "view", 1, C[0] - k * H) for k in range(1, 20)]
     rows += [("stay", "view", 1, C[1] - k * H) for k in range(1, 5)]
