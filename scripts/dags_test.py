@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [str(Path(sys.executable).parent / "dbt"), "parse", "--quiet",
                "--project-dir", args.dbt_parse, "--profiles-dir", args.dbt_parse]
         print(f"$ {' '.join(cmd)} (alongside the setup)", file=progress)
-        parse, parse_started = subprocess.Popen(cmd, stdout=subprocess.DEVNULL), time.monotonic()
+        parse, parse_started = subprocess.Popen(cmd), time.monotonic()  # its errors go to the log
 
     from airflow.cli.cli_parser import get_parser
+    from airflow.exceptions import AirflowException
 
     cli = get_parser()
     if args.setup:
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         dag_args = cli.parse_args(["dags", "test", dag_id, *extra])
         try:
             dag_args.func(dag_args)
-        except SystemExit as exc:  # "DagRun failed" and the CLI's other refusals
+        except (SystemExit, AirflowException) as exc:  # "DagRun failed", an unknown DAG id, the CLI's refusals
             print(f"  {dag_id} failed after {time.monotonic() - started:.0f}s: {exc}", file=progress)
             return 1
         print(f"  done in {time.monotonic() - started:.0f}s", file=progress)
