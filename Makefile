@@ -71,7 +71,7 @@ bench: install ## benchmarks against pandas and Polars (1M and 10M events, media
 	$(BIN)/python bench/bench_model.py
 
 bench-large: install ## the warehouse at 50M events under a 12 GB DuckDB memory limit (not in CI; long)
-	$(BIN)/python bench/bench_warehouse.py --sizes 10000000 50000000 --repeats 1 --memory-limit 12GB --out bench/results/warehouse_large.json
+	$(BIN)/python bench/bench_warehouse.py --sizes 10000000 50000000 --repeats 1 --memory-limit 12GB --no-peers --out bench/results/warehouse_large.json
 
 airflow: install ## the Airflow UI on http://127.0.0.1:8080 (Ctrl-C stops it)
 	$(BIN)/python -m devstack airflow

@@ -17,7 +17,13 @@ orchestration overhead: ``make run``'s DAGs through ``airflow dags test`` agains
 end of every measurement is recorded, so a loaded run can be told from a quiet one.
 
     python bench/bench_warehouse.py [--sizes 1000000 10000000] [--repeats 3] [--orchestration]
-    python bench/bench_warehouse.py --sizes 50000000 --repeats 1 --memory-limit 12GB   # make bench-large
+    python bench/bench_warehouse.py --sizes 10000000 50000000 --repeats 1 --memory-limit 12GB --no-peers
+                                                                          # make bench-large
+
+``--no-peers`` measures the project alone: at 50M events the pandas script would need about 26 GB and the
+Polars script about 50 GB (their peak memory at 10M times five), more than a 24 GB machine has. Every
+project run also records ``spill_peak_mb``, the largest size DuckDB's temporary directory (beside the
+warehouse file) reached, polled every 0.2 s.
 """
 
 from __future__ import annotations
@@ -57,6 +63,34 @@ def _cpu_s() -> float:
 # --- the measured steps (each runs in a fresh process: python bench_warehouse.py --step NAME ARGS) -------
 
 
+class _SpillWatch:
+    """The peak size of DuckDB's spill directory (``<warehouse>.tmp``), polled in a thread."""
+
+    def __init__(self, directory: Path, interval_s: float = 0.2) -> None:
+        import threading
+
+        self.directory, self.interval_s, self.peak = directory, interval_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                size = sum(f.stat().st_size for f in self.directory.rglob("*") if f.is_file())
+            except OSError:  # a spill file removed while listed
+                size = 0
+            self.peak = max(self.peak, size)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> _SpillWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def step_project(events_csv: Path, work: Path, sequences_only: bool) -> dict:
     from ml_tasks.config import Paths, WarehouseConfig
     from ml_tasks.data import warehouse
@@ -69,25 +103,27 @@ def step_project(events_csv: Path, work: Path, sequences_only: bool) -> dict:
     subprocess.run(warehouse.dbt_command(paths, WarehouseConfig(), command="parse"),
                    env=warehouse.dbt_env(paths), cwd=REPO, check=True, capture_output=True)
     started, cpu0 = time.perf_counter(), _cpu_s()
-    loaded = ingest_file(events_csv, "generic", paths.warehouse)
-    ingest_s = time.perf_counter() - started
-    if sequences_only:
-        cmd = warehouse.dbt_command(paths, WarehouseConfig(), select="+ml_sequences", command="run")
-        subprocess.run(cmd, env=warehouse.dbt_env(paths), cwd=REPO, check=True, capture_output=True)
-        out = work / "ml_sequences.parquet"
-        with warehouse.read_only_connection(paths.warehouse) as con:
-            con.execute(f"copy ml_sequences to '{out}' (format parquet)")
-        built: dict = {"select": "+ml_sequences", "output": str(out)}
-    else:
-        built = warehouse.build(paths, WarehouseConfig())
-        built["output"] = str(paths.export_dir / "ml_sequences.parquet")
-        warehouse.export_ml_tables(paths)
+    with _SpillWatch(Path(f"{paths.warehouse}.tmp")) as spill:
+        loaded = ingest_file(events_csv, "generic", paths.warehouse)
+        ingest_s = time.perf_counter() - started
+        if sequences_only:
+            cmd = warehouse.dbt_command(paths, WarehouseConfig(), select="+ml_sequences", command="run")
+            subprocess.run(cmd, env=warehouse.dbt_env(paths), cwd=REPO, check=True, capture_output=True)
+            out = work / "ml_sequences.parquet"
+            with warehouse.read_only_connection(paths.warehouse) as con:
+                con.execute(f"copy ml_sequences to '{out}' (format parquet)")
+            built: dict = {"select": "+ml_sequences", "output": str(out)}
+        else:
+            built = warehouse.build(paths, WarehouseConfig())
+            built["output"] = str(paths.export_dir / "ml_sequences.parquet")
+            warehouse.export_ml_tables(paths)
     seconds = time.perf_counter() - started
     rows = warehouse.query(paths.warehouse, "select count(*) as n from ml_sequences")["n"].iloc[0]
     return {"events": loaded["rows_loaded"], "seconds": round(seconds, 2), "ingest_seconds": round(ingest_s, 2),
             "build_seconds": round(seconds - ingest_s, 2), "cpu_seconds": round(_cpu_s() - cpu0, 1),
             "ml_sequences_rows": int(rows), "output": built["output"],
-            "tests": built.get("tests"), "models": built.get("models"), **_rss_mb()}
+            "tests": built.get("tests"), "models": built.get("models"),
+            "spill_peak_mb": round(spill.peak / 2**20, 1), **_rss_mb()}
 
 
 def step_peer(name: str, events_csv: Path, out: Path) -> dict:
@@ -159,13 +195,15 @@ def _median(rounds: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in rounds), 2)
 
 
-def measure_size(size: int, root: Path, repeats: int, env: dict) -> dict:
+def measure_size(size: int, root: Path, repeats: int, env: dict, with_peers: bool = True) -> dict:
     sys.path.insert(0, str(BENCH))
     import peers
 
     label = _label(size)
     csv = _generate(size, root / f"data_{label}")
-    rounds: dict[str, list[dict]] = {"project_full": [], "project_sequences": [], "pandas": [], "polars": []}
+    rounds: dict[str, list[dict]] = {"project_full": [], "project_sequences": []}
+    if with_peers:
+        rounds.update(pandas=[], polars=[])
     for r in range(repeats):
         for kind in rounds:
             work = root / f"{kind}_{label}_{r}"
@@ -184,12 +222,15 @@ def measure_size(size: int, root: Path, repeats: int, env: dict) -> dict:
     result: dict = {"events": rounds["project_full"][0]["events"], "rounds": rounds, "median": {}}
     for kind, runs in rounds.items():
         result["median"][kind] = {"seconds": _median(runs, "seconds"), "peak_rss_mb": _median(runs, "peak_rss_mb")}
-    for peer in ("pandas", "polars"):
+        if kind.startswith("project"):
+            result["median"][kind]["spill_peak_mb"] = max(r.get("spill_peak_mb", 0.0) for r in runs)
+    peer_names = [peer for peer in ("pandas", "polars") if peer in rounds]
+    for peer in peer_names:
         result[f"{peer}_equal_to_project"] = peers.check_equal(Path(rounds[peer][-1]["output"]), project_out)
     med = result["median"]
     result["events_per_s_full"] = round(result["events"] / med["project_full"]["seconds"])
     result["events_per_s_sequences_only"] = round(result["events"] / med["project_sequences"]["seconds"])
-    for peer in ("pandas", "polars"):
+    for peer in peer_names:
         result[f"speedup_vs_{peer}"] = round(med[peer]["seconds"] / med["project_sequences"]["seconds"], 2)
         result[f"memory_ratio_vs_{peer}"] = round(med["project_sequences"]["peak_rss_mb"] / med[peer]["peak_rss_mb"], 2)
     return result
@@ -201,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-limit", help="DuckDB memory_limit for the project's steps, e.g. 12GB")
     parser.add_argument("--orchestration", action="store_true", help="also measure make run against the CLI")
+    parser.add_argument("--no-peers", action="store_true", help="the project alone (no pandas or Polars script)")
     parser.add_argument("--keep", type=Path, help="keep the generated data and warehouses here")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--step", help=argparse.SUPPRESS)
@@ -219,12 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     root = args.keep or Path(tempfile.mkdtemp(prefix="iep-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     result: dict = {"machine": {"cpus": os.cpu_count(), "load_average_start": os.getloadavg(),
-                                "memory_limit": args.memory_limit},
+                                "memory_limit": args.memory_limit, "peers": not args.no_peers},
                     "synthetic": {"days": DAYS, "events_per_user_day": EVENTS_PER_USER_DAY, "seed": SEED},
                     "repeats": args.repeats, "sizes": {}}
     try:
         for size in sorted(args.sizes):
-            result["sizes"][_label(size)] = measure_size(size, root, args.repeats, env)
+            result["sizes"][_label(size)] = measure_size(size, root, args.repeats, env, not args.no_peers)
         labels = [_label(s) for s in sorted(args.sizes)]
         if len(labels) >= 2:
             small, big = result["sizes"][labels[0]], result["sizes"][labels[-1]]
