@@ -124,6 +124,20 @@ def vector_distances(vectors: pd.DataFrame, cutoffs: Sequence[int], events: pd.D
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=DISTANCE_COLUMNS)
 
 
+def _correct_and_judged(distances: pd.DataFrame, switch_ts: pd.Series, interval_hours: float
+                        ) -> tuple[np.ndarray, pd.Series]:
+    """Per row of ``distances``, whether a flag there is correct (the user switched within two intervals
+    before its cutoff), and the switches the replay can judge: after the first compared cutoff, an
+    interval old at the last scoring, of users in ``distances``."""
+    interval = interval_hours * 3600.0
+    sw = switch_ts.dropna().astype(float)
+    age = (distances["cutoff_ts"] - distances["user_id"].map(sw)).to_numpy(dtype=float)
+    correct = (age > 0) & (age <= 2 * interval)
+    judged = sw[(sw >= float(distances["previous_cutoff_ts"].min()))
+                & (sw + interval <= float(distances["cutoff_ts"].max()))]
+    return correct, judged[judged.index.isin(distances["user_id"].unique())]
+
+
 def flag_metrics(distances: pd.DataFrame, switch_ts: pd.Series, events: pd.DataFrame, threshold: float,
                  interval_hours: float = 24.0) -> dict[str, Any]:
     """Precision, recall, F1 and detection delay of the flags ``distance > threshold`` (see the module doc).
@@ -131,23 +145,16 @@ def flag_metrics(distances: pd.DataFrame, switch_ts: pd.Series, events: pd.DataF
     ``switch_ts``: planted switch time per user id (users without a switch absent or NaN); ``events``:
     ``user_id, event_ts`` (for the delay in events).
     """
-    interval = interval_hours * 3600.0
-    sw = switch_ts.dropna().astype(float)
-    d = distances.assign(switch_ts=distances["user_id"].map(sw))
-    flags = d[d["distance"] > threshold]
-    age = flags["cutoff_ts"] - flags["switch_ts"]
-    correct = (age > 0) & (age <= 2 * interval)
+    correct_at, judged = _correct_and_judged(distances, switch_ts, interval_hours)
+    above = distances["distance"].to_numpy(dtype=float) > threshold
+    flags, correct = distances[above], correct_at[above]
     cutoffs = np.sort(distances["cutoff_ts"].unique())
     out: dict[str, Any] = {"threshold": float(threshold), "n_flags": int(len(flags)),
                            "n_correct_flags": int(correct.sum())}
     out["precision"] = float(correct.mean()) if len(flags) else 0.0
     if not len(cutoffs):
         return {**out, "recall": 0.0, "f1": 0.0, "n_switches": 0, "n_found": 0}
-    first_prev = float(distances["previous_cutoff_ts"].min())
-    # switches the replay can judge: after the first compared cutoff, a day old at the last scoring
-    judged = sw[(sw >= first_prev) & (sw + interval <= cutoffs.max())]
-    judged = judged[judged.index.isin(distances["user_id"].unique())]
-    hits = flags[correct & flags["user_id"].isin(judged.index)]
+    hits = flags[correct & flags["user_id"].isin(judged.index).to_numpy()]
     first = hits.sort_values("cutoff_ts").groupby("user_id")["cutoff_ts"].first()
     out["n_switches"] = int(len(judged))
     out["n_found"] = int(len(first))
@@ -171,14 +178,8 @@ def _f1_by_threshold(distances: pd.DataFrame, switch_ts: pd.Series, thresholds: 
                      interval_hours: float = 24.0) -> np.ndarray:
     """:func:`flag_metrics`' F1 at every threshold at once, from the same counts: flags, correct flags and
     judged switches found are counts of distances above the threshold (sorted once, searched per threshold)."""
-    interval = interval_hours * 3600.0
-    sw = switch_ts.dropna().astype(float)
+    correct, judged = _correct_and_judged(distances, switch_ts, interval_hours)
     dist = distances["distance"].to_numpy(dtype=float)
-    age = (distances["cutoff_ts"] - distances["user_id"].map(sw)).to_numpy(dtype=float)
-    correct = (age > 0) & (age <= 2 * interval)
-    cutoffs = distances["cutoff_ts"].to_numpy(dtype=float)
-    judged = sw[(sw >= float(distances["previous_cutoff_ts"].min())) & (sw + interval <= cutoffs.max())]
-    judged = judged[judged.index.isin(distances["user_id"].unique())]
     # a judged switch is found at threshold t when one of its user's correct flags has a distance above t
     hit = correct & distances["user_id"].isin(judged.index).to_numpy()
     best_hit = np.sort(distances.loc[hit, "distance"].groupby(distances.loc[hit, "user_id"]).max().to_numpy(float))
