@@ -37,6 +37,7 @@ from ml_tasks.data.ingest.sql import (
     csv_fielded_sql,
     judge_sql,
     lookup_sql,
+    native_rows_sql,
     parquet_fielded_sql,
     too_many_fields_sql,
 )
@@ -195,7 +196,7 @@ def _params(plan: Plan, loaded_at: datetime) -> dict[str, Any]:
 
 
 def _prepare(con: Any, plan: Plan) -> None:
-    """The temp tables the judging reads: category lookup, Parquet file names, lines."""
+    """The temp tables the judging reads: category lookup, Parquet file names, the CSV's rows or lines."""
     spec = plan.spec
     if plan.lookup is not None:
         lk = plan.lookup
@@ -204,7 +205,9 @@ def _prepare(con: Any, plan: Plan) -> None:
     if plan.kind == "parquet":
         con.execute("create temp table parquet_files as select unnest($copies) as copy, unnest($originals) as original",
                     {"copies": [c for c, _ in plan.files], "originals": [o for _, o in plan.files]})
-    elif plan.text is not None and not plan.text.simple:
+    elif plan.text is not None and plan.text.simple:
+        con.execute(native_rows_sql(plan.n_fields, plan.text.new_line, spec.delimiter), {"path": str(plan.text.path)})
+    elif plan.text is not None:
         con.execute(f"create temp table lines as {LINES_SQL.format(new_line=plan.text.new_line)}",
                     {"path": str(plan.text.path)})
 
@@ -254,7 +257,7 @@ def _load(con: Any, plan: Plan, loaded_at: datetime, bar: Progress, started: flo
              rows_read, rows_loaded, rows_rejected, rows_duplicate, blank_lines, loaded_at,
              round(time.perf_counter() - started, 3)],
         )
-        for temp in ("lines", "lookup", "rejects", "parquet_files"):
+        for temp in ("lines", "native_rows", "lookup", "rejects", "parquet_files"):
             con.execute(f"drop table if exists {temp}")
         con.execute("commit")
     except BaseException:
