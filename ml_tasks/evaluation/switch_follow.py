@@ -82,6 +82,25 @@ def _cutoffs_after(ev: pd.DataFrame, switches: pd.DataFrame, k: int) -> pd.Serie
     return pd.Series(cut, dtype=np.int64)
 
 
+_KEY_SEP = "\x1f"
+
+
+def _replay_inputs(ev: pd.DataFrame, switches: pd.DataFrame, max_events: int) -> tuple[pd.DataFrame, pd.Series]:
+    """The events and cutoffs of every (user, k), k = 0.. until no user has k events after the switch (at
+    most ``max_events``), with the user id ``"<user_id>\x1f<k>"``: each user's events once per k."""
+    events, cutoffs = [], []
+    for k in range(max_events + 1):
+        cut = _cutoffs_after(ev, switches, k)
+        if cut.empty:
+            break
+        sub = ev[ev["user_id"].isin(cut.index)]
+        events.append(sub.assign(user_id=sub["user_id"].astype(str) + f"{_KEY_SEP}{k}"))
+        cutoffs.append(cut.set_axis(cut.index.astype(str) + f"{_KEY_SEP}{k}"))
+    if not cutoffs:
+        return ev.iloc[:0], pd.Series(dtype=np.int64)
+    return pd.concat(events, ignore_index=True), pd.concat(cutoffs)
+
+
 def _row_tie_break(pop: pd.DataFrame, row_cut: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Per row, each candidate's place in popularity order at the row's cutoff, then category index."""
     table = pop.pivot_table(index="cutoff_ts", columns="category_idx", values="pop_horizon", aggfunc="sum")
@@ -184,24 +203,28 @@ def switch_follow(
     hits_d: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
     users_k: list[np.ndarray] = []
     users_d: list[np.ndarray] = []
-    for k in range(max_events + 1):
-        cutoffs = _cutoffs_after(ev, followed, k)
-        if cutoffs.empty:
-            break
-        sub = ev[ev["user_id"].isin(cutoffs.index)]
-        rows, mats, discover, (tie_break, seen) = _scores_at(model, data, sub, cutoffs, candidates, stats)
-        new_top = followed.loc[rows["user_id"], "new_top"].to_numpy(dtype=np.int64)
-        unseen = ~seen[np.arange(len(rows)), np.searchsorted(candidates, new_top)]
-        users_k.append(rows["user_id"].to_numpy())
-        users_d.append(rows["user_id"].to_numpy()[unseen])
-        for name, mat in mats.items():
-            order = rank_order(mat, tie_break)
-            hits[name].append(candidates[order[:, 0]] == new_top)
-            if name in discover:  # the model's discover top-1 comes from its discover head
-                order = rank_order(discover[name], tie_break)
-            ranked_seen = np.take_along_axis(seen, order, axis=1)
-            first_new = order[np.arange(len(rows)), np.argmax(~ranked_seen, axis=1)]
-            hits_d[name].append((candidates[first_new] == new_top)[unseen])
+    keyed_events, keyed_cutoffs = _replay_inputs(ev, followed, max_events)
+    if len(keyed_cutoffs):
+        # every (user, k) scored in one pass: a row of its own, keyed "<user_id>\x1f<k>"
+        rows, mats, discover, (tie_break, seen) = _scores_at(model, data, keyed_events, keyed_cutoffs, candidates,
+                                                             stats)
+        split = rows["user_id"].str.rsplit(_KEY_SEP, n=1, expand=True)
+        row_user, row_k = split[0].to_numpy(), split[1].astype(int).to_numpy()
+        new_top_all = followed.loc[row_user, "new_top"].to_numpy(dtype=np.int64)
+        for k in range(int(row_k.max()) + 1):
+            at = np.flatnonzero(row_k == k)
+            new_top, seen_k, tie_k = new_top_all[at], seen[at], tie_break[at]
+            unseen = ~seen_k[np.arange(len(at)), np.searchsorted(candidates, new_top)]
+            users_k.append(row_user[at])
+            users_d.append(row_user[at][unseen])
+            for name, mat in mats.items():
+                order = rank_order(mat[at], tie_k)
+                hits[name].append(candidates[order[:, 0]] == new_top)
+                if name in discover:  # the model's discover top-1 comes from its discover head
+                    order = rank_order(discover[name][at], tie_k)
+                ranked_seen = np.take_along_axis(seen_k, order, axis=1)
+                first_new = order[np.arange(len(at)), np.argmax(~ranked_seen, axis=1)]
+                hits_d[name].append((candidates[first_new] == new_top)[unseen])
     users = list(followed.index)
     unseen_at_switch = list(users_d[0]) if users_d else []
     result: dict[str, Any] = {

@@ -48,15 +48,15 @@ def sequence_rows(users: Iterable[tuple[str, pd.DataFrame]], cutoffs: pd.Series,
             labels, counts = np.unique(group["category_idx"].to_numpy()[n:end], return_counts=True)
             if not len(labels):
                 continue
-        tail = group.iloc[max(0, n - sequence_length) : n]
+        tail = slice(max(0, n - sequence_length), n)  # plain arrays: this loop runs once per user
         rows.append({
             "user_id": user,
             "cutoff_ts": cutoff,
             "split": split,
             "n_history_events": n,
-            "seq_category_idx": tail["category_idx"].to_numpy(dtype=np.int64).tolist(),
-            "seq_event_type_idx": tail["event_type"].map(EVENT_TYPE_INDEX).to_numpy(dtype=np.int64).tolist(),
-            "seq_gap_hours": ((cutoff - tail["event_ts"].to_numpy()) / 3600.0).tolist(),
+            "seq_category_idx": group["category_idx"].to_numpy(dtype=np.int64)[tail].tolist(),
+            "seq_event_type_idx": [EVENT_TYPE_INDEX[t] for t in group["event_type"].to_numpy()[tail]],
+            "seq_gap_hours": ((cutoff - ts[tail]) / 3600.0).tolist(),
             "label_category_idx": labels.tolist(),
             "label_event_counts": counts.tolist(),
         })
