@@ -360,6 +360,11 @@ def nothing_new_run(stack, first_runs) -> dict:
     _wait(refreshing, 600, "refresh_warehouse running", every=0.3)
     api.trigger("ingest_events", second)
     warehouse = stack.data_dir / "warehouse.duckdb"
+    # read only once the writer holds the file: a read-only open in the second before dbt opens it would make
+    # dbt fail on the lock and refresh_warehouse retry, and the second writer could take the slot in between
+    polls = iter(range(10**9))
+    _wait(lambda: _write_locked(warehouse) or (next(polls) % 20 == 19 and refreshing() is None), 300,
+          "the warehouse write-locked", every=0.05)
     deadline = time.monotonic() + 300
     record["reader_error"] = None
     record["reader_opened_while_refresh_ran"] = 0
@@ -380,6 +385,15 @@ def nothing_new_run(stack, first_runs) -> dict:
     stack.timings["nothing_new_update_s"] = round(
         _epoch(record["update"]["end_date"]) - _epoch(record["update"]["start_date"]), 1)
     return record
+
+
+def _write_locked(path: Path) -> bool:
+    """Whether a process holds DuckDB's write lock on ``path`` (Linux ``/proc/locks``; taking no lock to find out)."""
+    try:
+        inode = path.stat().st_ino
+        return any(f":{inode} " in line and " WRITE " in line for line in Path("/proc/locks").read_text().splitlines())
+    except OSError:
+        return False
 
 
 def _epoch(stamp: str) -> float:
