@@ -82,23 +82,24 @@ def _cutoffs_after(ev: pd.DataFrame, switches: pd.DataFrame, k: int) -> pd.Serie
     return pd.Series(cut, dtype=np.int64)
 
 
-_KEY_SEP = "\x1f"
-
-
-def _replay_inputs(ev: pd.DataFrame, switches: pd.DataFrame, max_events: int) -> tuple[pd.DataFrame, pd.Series]:
+def _replay_inputs(ev: pd.DataFrame, switches: pd.DataFrame, max_events: int
+                   ) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
     """The events and cutoffs of every (user, k), k = 0.. until no user has k events after the switch (at
-    most ``max_events``), with the user id ``"<user_id>\x1f<k>"``: each user's events once per k."""
-    events, cutoffs = [], []
+    most ``max_events``), each (user, k) under a user id of its own (each user's events once per k), and
+    ``keys``: that id -> ``user_id, k``."""
+    events, cutoffs, keys = [], [], []
     for k in range(max_events + 1):
         cut = _cutoffs_after(ev, switches, k)
         if cut.empty:
             break
+        key = cut.index.astype(str) + f"\x1f{k}"
+        keys.append(pd.DataFrame({"user_id": cut.index.astype(str), "k": k}, index=key))
         sub = ev[ev["user_id"].isin(cut.index)]
-        events.append(sub.assign(user_id=sub["user_id"].astype(str) + f"{_KEY_SEP}{k}"))
-        cutoffs.append(cut.set_axis(cut.index.astype(str) + f"{_KEY_SEP}{k}"))
+        events.append(sub.assign(user_id=sub["user_id"].map(pd.Series(key, index=cut.index))))
+        cutoffs.append(cut.set_axis(key))
     if not cutoffs:
-        return ev.iloc[:0], pd.Series(dtype=np.int64)
-    return pd.concat(events, ignore_index=True), pd.concat(cutoffs)
+        return ev.iloc[:0], pd.Series(dtype=np.int64), pd.DataFrame(columns=["user_id", "k"])
+    return pd.concat(events, ignore_index=True), pd.concat(cutoffs), pd.concat(keys)
 
 
 def _row_tie_break(pop: pd.DataFrame, row_cut: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -203,15 +204,15 @@ def switch_follow(
     hits_d: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
     users_k: list[np.ndarray] = []
     users_d: list[np.ndarray] = []
-    keyed_events, keyed_cutoffs = _replay_inputs(ev, followed, max_events)
+    keyed_events, keyed_cutoffs, keys = _replay_inputs(ev, followed, max_events)
     if len(keyed_cutoffs):
-        # every (user, k) scored in one pass: a row of its own, keyed "<user_id>\x1f<k>"
+        # every (user, k) scored in one pass, as a row of its own
         rows, mats, discover, (tie_break, seen) = _scores_at(model, data, keyed_events, keyed_cutoffs, candidates,
                                                              stats)
-        split = rows["user_id"].str.rsplit(_KEY_SEP, n=1, expand=True)
-        row_user, row_k = split[0].to_numpy(), split[1].astype(int).to_numpy()
+        row_keys = keys.loc[rows["user_id"]]
+        row_user, row_k = row_keys["user_id"].to_numpy(), row_keys["k"].to_numpy(dtype=np.int64)
         new_top_all = followed.loc[row_user, "new_top"].to_numpy(dtype=np.int64)
-        for k in range(int(row_k.max()) + 1):
+        for k in range(keys["k"].nunique()):
             at = np.flatnonzero(row_k == k)
             new_top, seen_k, tie_k = new_top_all[at], seen[at], tie_break[at]
             unseen = ~seen_k[np.arange(len(at)), np.searchsorted(candidates, new_top)]
