@@ -23,7 +23,9 @@ end of every measurement is recorded, so a loaded run can be told from a quiet o
 ``--no-peers`` measures the project alone: at 50M events the pandas script would need about 26 GB and the
 Polars script about 50 GB (their peak memory at 10M times five), more than a 24 GB machine has. Every
 project run also records ``spill_peak_mb``, the largest size DuckDB's temporary directory (beside the
-warehouse file) reached, polled every 0.2 s.
+warehouse file) reached, polled every 0.2 s. With ``--memory-limit`` (the process budget
+``IEP_DUCKDB_MEMORY_LIMIT``), each size also says whether every project process's peak RSS stayed within it
+(``peak_rss_within_budget``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ml_tasks.data.memory import budget_bytes, duckdb_memory_limit
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -230,6 +234,11 @@ def measure_size(size: int, root: Path, repeats: int, env: dict, with_peers: boo
     med = result["median"]
     result["events_per_s_full"] = round(result["events"] / med["project_full"]["seconds"])
     result["events_per_s_sequences_only"] = round(result["events"] / med["project_sequences"]["seconds"])
+    budget = env.get("IEP_DUCKDB_MEMORY_LIMIT")
+    if budget and budget_bytes(budget):  # the process budget: every project process's peak RSS against it
+        peak = max(r["peak_rss_mb"] for kind in ("project_full", "project_sequences") for r in rounds[kind])
+        result["peak_rss_mb_project"] = peak
+        result["peak_rss_within_budget"] = peak * 2**20 <= budget_bytes(budget)
     for peer in peer_names:
         result[f"speedup_vs_{peer}"] = round(med[peer]["seconds"] / med["project_sequences"]["seconds"], 2)
         result[f"memory_ratio_vs_{peer}"] = round(med["project_sequences"]["peak_rss_mb"] / med[peer]["peak_rss_mb"], 2)
@@ -240,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--memory-limit", help="DuckDB memory_limit for the project's steps, e.g. 12GB")
+    parser.add_argument("--memory-limit", help="the project processes' memory budget (IEP_DUCKDB_MEMORY_LIMIT; "
+                        "DuckDB's buffer pool gets 85 %% of it), e.g. 12GB")
     parser.add_argument("--orchestration", action="store_true", help="also measure make run against the CLI")
     parser.add_argument("--no-peers", action="store_true", help="the project alone (no pandas or Polars script)")
     parser.add_argument("--keep", type=Path, help="keep the generated data and warehouses here")
@@ -261,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     root = args.keep or Path(tempfile.mkdtemp(prefix="iep-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     result: dict = {"machine": {"cpus": os.cpu_count(), "load_average_start": os.getloadavg(),
-                                "memory_limit": args.memory_limit, "peers": not args.no_peers},
+                                "memory_limit": args.memory_limit, "peers": not args.no_peers,
+                                **({"duckdb_memory_limit": duckdb_memory_limit(args.memory_limit)}
+                                   if args.memory_limit else {})},
                     "synthetic": {"days": DAYS, "events_per_user_day": EVENTS_PER_USER_DAY, "seed": SEED},
                     "repeats": args.repeats, "sizes": {}}
     try:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ml_tasks.config import Paths, WarehouseConfig
 from ml_tasks.contracts import EXPORT_COLUMNS, EXPORT_EVENTS
+from ml_tasks.data.memory import duckdb_memory_limit
 from ml_tasks.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def connection(path: Path, read_only: bool = True) -> Iterator[Any]:
         raise WarehouseError(f"{path}: DuckDB cannot open it ({str(exc).splitlines()[0]})") from None
     try:
         con.execute("set TimeZone = 'UTC'")
+        con.execute("set memory_limit = ?", [duckdb_memory_limit()])  # the process budget's share, as dbt's
         yield con
     finally:
         con.close()
@@ -153,6 +155,7 @@ def build(paths: Paths, config: WarehouseConfig = DEFAULT_CONFIG, *, full_refres
     executable = dbt_executable()
     if not executable.exists():
         raise WarehouseError(f"{executable}: dbt is not installed next to this Python (make install)")
+    duckdb_memory_limit()  # a bad IEP_DUCKDB_MEMORY_LIMIT: one sentence here, not a trace from dbt's plugin
     env = dbt_env(paths)
     cmd = dbt_command(paths, config, full_refresh=full_refresh, select=select)
     target = _target_dir(paths, env)

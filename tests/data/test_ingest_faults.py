@@ -207,9 +207,9 @@ def test_the_loader_memory_limit_comes_from_the_argument_then_the_environment(tm
     from ml_tasks.data.ingest.rules import Resources
 
     monkeypatch.delenv("IEP_INGEST_MEMORY_LIMIT", raising=False)
-    monkeypatch.setenv("IEP_DUCKDB_MEMORY_LIMIT", "3GB")  # the project-wide DuckDB limit
+    monkeypatch.setenv("IEP_DUCKDB_MEMORY_LIMIT", "3GB")  # the project-wide process budget: DuckDB gets 85 %
     monkeypatch.setenv("IEP_INGEST_THREADS", "3")
-    assert Resources.resolve(tmp_path) == Resources("3GB", 3, tmp_path)
+    assert Resources.resolve(tmp_path) == Resources("2550MB", 3, tmp_path)
     monkeypatch.setenv("IEP_INGEST_MEMORY_LIMIT", "2GB")
     assert Resources.resolve(tmp_path).memory_limit == "2GB"
     assert Resources.resolve(tmp_path, memory_limit="1GB", threads=1) == Resources("1GB", 1, tmp_path)

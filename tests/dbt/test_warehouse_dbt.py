@@ -274,3 +274,29 @@ def test_a_failing_dbt_test_names_the_node(paths):
         warehouse.build(paths, CONFIG)
     assert "source_accepted_values_raw_events_event_type" in str(info.value)
     assert any("accepted_values" in uid for uid, _, _ in info.value.failures)
+
+
+def test_dbt_connections_take_the_share_of_the_memory_budget(paths, monkeypatch):
+    """The profile's plugin sets DuckDB's memory_limit from IEP_DUCKDB_MEMORY_LIMIT on dbt's own connection;
+    a bad budget stops the build with one sentence before dbt starts."""
+    import json
+    import subprocess
+
+    ingest_file(SMALL, "generic", paths.warehouse)
+    monkeypatch.setenv("IEP_DUCKDB_MEMORY_LIMIT", "2GB")
+    cmd = warehouse.dbt_command(paths, CONFIG, command="show") + [
+        "--inline", "select current_setting('memory_limit') as m", "--output", "json", "--log-format", "json"]
+    proc = subprocess.run(cmd, env=warehouse.dbt_env(paths), cwd=paths.dbt_project_dir.parent, capture_output=True,
+                          text=True, check=True)
+    shown = [json.loads(line)["data"]["preview"] for line in proc.stdout.splitlines()
+             if line.startswith("{") and json.loads(line)["info"]["name"] == "ShowNode"]
+    con = duckdb.connect()
+    try:
+        con.execute("set memory_limit = '1700MB'")  # 85 % of 2 GB
+        expected = con.execute("select current_setting('memory_limit')").fetchone()[0]
+    finally:
+        con.close()
+    assert json.loads(shown[0]) == [{"m": expected}]
+    monkeypatch.setenv("IEP_DUCKDB_MEMORY_LIMIT", "lots")
+    with pytest.raises(warehouse.PipelineError, match="^IEP_DUCKDB_MEMORY_LIMIT: expected a size"):
+        warehouse.build(paths, CONFIG)

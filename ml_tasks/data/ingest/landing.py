@@ -7,7 +7,13 @@ import os
 from pathlib import Path
 
 from ml_tasks.data.ingest.load import connect, ingest_file
-from ml_tasks.data.ingest.rules import DATA_SUFFIXES, DEFAULT_MAX_REJECT_RATIO, SOURCE_FILE_NAME, IngestError
+from ml_tasks.data.ingest.rules import (
+    DATA_SUFFIXES,
+    DEFAULT_MAX_REJECT_RATIO,
+    SOURCE_FILE_NAME,
+    IngestError,
+    Resources,
+)
 from ml_tasks.data.ingest.sources import Source, load_source, resolve_source
 
 log = logging.getLogger(__name__)
@@ -100,6 +106,7 @@ def ingest_dir(landing_dir: Path, warehouse: Path, fmt: str | Path | Source = "g
         raise IngestError(f"{landing_dir}: expected a landing folder, found "
                           f"{'a file' if landing_dir.exists() else 'nothing'}.")
     default = resolve_source(fmt, landing_dir)
+    Resources.resolve(landing_dir, memory_limit, threads)  # a bad memory setting fails the run, not each file
     candidates, ignored, failed = _candidates(landing_dir, default)
     known = _known_files(warehouse)
     files: list[dict] = []

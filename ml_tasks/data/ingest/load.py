@@ -132,6 +132,7 @@ def ingest_file(path: Path, fmt: str | Path | Source = "generic", warehouse: Pat
     size_hint = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*")
                                                                  if p.is_file())
     bar = Progress(progress and size_hint >= PROGRESS_MIN_BYTES and sys.stderr.isatty(), path.name, size_hint)
+    Resources.resolve(path.parent, memory_limit, threads)  # a bad memory setting: one sentence, before any work
     resources: Resources | None = None
     try:
         with _workdir(warehouse) as work:

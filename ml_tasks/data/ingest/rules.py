@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ml_tasks.contracts import MAX_REJECT_RATIO
+from ml_tasks.data.memory import BUDGET_ENV, duckdb_memory_limit
 
 #: timestamps before this are rejected (epoch seconds of 1995-01-01T00:00:00Z)
 MIN_EVENT_EPOCH = 788_918_400
@@ -51,10 +52,10 @@ DELIMITERS: dict[str, tuple[str, str, str]] = {
     "\t": ("'\\t'", "chr(9)", "\\t"),
 }
 
-#: environment variables that size the loader's DuckDB (defaults: half the memory, every core); the
-#: project-wide DuckDB limit (the dbt profile's) applies to the loader too when the loader's own is unset
+#: environment variables that size the loader's DuckDB (defaults: half the memory, every core); when the
+#: loader's own limit is unset, the project-wide process budget (dbt's too) applies: DuckDB gets its share
 MEMORY_LIMIT_ENV = "IEP_INGEST_MEMORY_LIMIT"
-PROJECT_MEMORY_LIMIT_ENV = "IEP_DUCKDB_MEMORY_LIMIT"
+PROJECT_MEMORY_LIMIT_ENV = BUDGET_ENV
 THREADS_ENV = "IEP_INGEST_THREADS"
 
 LOAD_COLUMNS = (
@@ -113,8 +114,10 @@ class Resources:
 
     @classmethod
     def resolve(cls, temp_directory: Path, memory_limit: str | None = None, threads: int | None = None) -> Resources:
-        memory = (memory_limit or os.environ.get(MEMORY_LIMIT_ENV) or os.environ.get(PROJECT_MEMORY_LIMIT_ENV)
-                  or _half_the_memory())
+        memory = memory_limit or os.environ.get(MEMORY_LIMIT_ENV)
+        if not memory and os.environ.get(PROJECT_MEMORY_LIMIT_ENV):  # the process budget: DuckDB gets its share
+            memory = duckdb_memory_limit(os.environ[PROJECT_MEMORY_LIMIT_ENV])
+        memory = memory or _half_the_memory()
         n = threads or int(os.environ.get(THREADS_ENV) or 0) or os.cpu_count() or 1
         return cls(memory_limit=str(memory), threads=max(int(n), 1), temp_directory=temp_directory)
 
