@@ -79,6 +79,8 @@ STACK_SETTINGS: tuple[Setting, ...] = (
             "the MLflow server's artifact store (volume mlflow-artifacts; clients use mlflow-artifacts:/ URIs)"),
     Setting("MLFLOW_TRACKING_URI", "http://mlflow:5000", "compose",
             "the MLflow tracking server, as the Airflow containers reach it"),
+    Setting("IEP_DUCKDB_MEMORY_LIMIT", "80%", "compose",
+            "memory budget of each warehouse process (dbt, loader, exporter; DuckDB's pool gets 85 % of it)"),
 )
 SETTINGS = {s.name: s for s in STACK_SETTINGS}
 SECRET_NAMES: tuple[str, ...] = tuple(s.name for s in STACK_SETTINGS if s.secret)
