@@ -234,11 +234,11 @@ def measure_size(size: int, root: Path, repeats: int, env: dict, with_peers: boo
     med = result["median"]
     result["events_per_s_full"] = round(result["events"] / med["project_full"]["seconds"])
     result["events_per_s_sequences_only"] = round(result["events"] / med["project_sequences"]["seconds"])
-    budget = env.get("IEP_DUCKDB_MEMORY_LIMIT")
-    if budget and budget_bytes(budget):  # the process budget: every project process's peak RSS against it
+    budget = budget_bytes(env["IEP_DUCKDB_MEMORY_LIMIT"]) if env.get("IEP_DUCKDB_MEMORY_LIMIT") else None
+    if budget:  # the process budget: every project process's peak RSS against it
         peak = max(r["peak_rss_mb"] for kind in ("project_full", "project_sequences") for r in rounds[kind])
         result["peak_rss_mb_project"] = peak
-        result["peak_rss_within_budget"] = peak * 2**20 <= budget_bytes(budget)
+        result["peak_rss_within_budget"] = peak * 2**20 <= budget
     for peer in peer_names:
         result[f"speedup_vs_{peer}"] = round(med[peer]["seconds"] / med["project_sequences"]["seconds"], 2)
         result[f"memory_ratio_vs_{peer}"] = round(med["project_sequences"]["peak_rss_mb"] / med[peer]["peak_rss_mb"], 2)

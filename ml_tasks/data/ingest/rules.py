@@ -55,7 +55,6 @@ DELIMITERS: dict[str, tuple[str, str, str]] = {
 #: environment variables that size the loader's DuckDB (defaults: half the memory, every core); when the
 #: loader's own limit is unset, the project-wide process budget (dbt's too) applies: DuckDB gets its share
 MEMORY_LIMIT_ENV = "IEP_INGEST_MEMORY_LIMIT"
-PROJECT_MEMORY_LIMIT_ENV = BUDGET_ENV
 THREADS_ENV = "IEP_INGEST_THREADS"
 
 LOAD_COLUMNS = (
@@ -114,10 +113,9 @@ class Resources:
 
     @classmethod
     def resolve(cls, temp_directory: Path, memory_limit: str | None = None, threads: int | None = None) -> Resources:
-        memory = memory_limit or os.environ.get(MEMORY_LIMIT_ENV)
-        if not memory and os.environ.get(PROJECT_MEMORY_LIMIT_ENV):  # the process budget: DuckDB gets its share
-            memory = duckdb_memory_limit(os.environ[PROJECT_MEMORY_LIMIT_ENV])
-        memory = memory or _half_the_memory()
+        memory = (memory_limit or os.environ.get(MEMORY_LIMIT_ENV)
+                  # the process budget, when set: DuckDB gets its share
+                  or (duckdb_memory_limit() if os.environ.get(BUDGET_ENV) else _half_the_memory()))
         n = threads or int(os.environ.get(THREADS_ENV) or 0) or os.cpu_count() or 1
         return cls(memory_limit=str(memory), threads=max(int(n), 1), temp_directory=temp_directory)
 
