@@ -1,5 +1,6 @@
 {#-
-    The clean events every later model reads (fct_events, the interest days, the ML tables): distinct
+    The clean events fct_events and the interest days read (the ML tables list the same order from
+    staging themselves, in int_user_events_listed): distinct
     events with the stable category index, the event type index and their place in the user's history --
     a total order per user (time, then category index, event type and item, so ties are broken the same
     way every run and as ml_tasks.online does), the position in it, and sessions: a gap longer than

@@ -5,13 +5,13 @@
 -#}
 {{ config(materialized='table') }}
 
-with events as (
-    select * from {{ ref('int_events_enriched') }}
+with histories as (
+    select * from {{ ref('int_user_events_listed') }}
 ),
 
 bounds as (
-    select max(event_ts) as max_ts
-    from events
+    select max(event_ts_list[-1]) as max_ts  -- each list ends with the user's latest event
+    from histories
 ),
 
 final as (
