@@ -31,3 +31,12 @@
         else 1.0
     end
 {%- endmacro %}
+
+{#- The history order of a user's events, a total order: time, then category index, event type (by name)
+    and item -- as ml_tasks.online orders them. `events` and `categories` qualify the columns when given.
+    int_events_enriched numbers the events in it; int_user_events_listed lists them in it. -#}
+{% macro history_order(events=none, categories=none) -%}
+    {%- set e = events ~ '.' if events else '' -%}
+    {%- set c = categories ~ '.' if categories else '' -%}
+    {{ e }}event_at, {{ c }}category_idx, {{ e }}event_type, {{ e }}item_id
+{%- endmacro %}

@@ -40,7 +40,7 @@ ordered as (
         row_number() over user_history as user_event_pos,
         lag(event_ts) over user_history as previous_event_ts
     from indexed
-    window user_history as (partition by user_id order by event_at, category_idx, event_type, item_id)
+    window user_history as (partition by user_id order by {{ history_order() }})
 ),
 
 flagged as (

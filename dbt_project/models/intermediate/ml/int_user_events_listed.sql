@@ -31,7 +31,7 @@ listed as (
                 'category_idx': categories.category_idx,
                 'event_type_idx': cast({{ event_type_idx('events.event_type') }} as integer)
             }
-            order by events.event_at, categories.category_idx, events.event_type, events.item_id
+            order by {{ history_order('events', 'categories') }}
         ) as history,
         max(events.last_load_id) as last_load_id
     from events
